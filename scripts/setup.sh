@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install what Veil and its tests need on a fresh Debian machine (idempotent).
+# Needs root (or sudo) for the Debian packages; everything else goes into the current Python.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(buildah podman runc skopeo umoci docker-registry debootstrap postgresql git wrk)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c "import veil, pytest, hypothesis" 2>/dev/null || [ "${VEIL_SETUP_FORCE:-}" = 1 ]; then
+  echo "setup: installing Veil and its test dependencies (pip)"
+  python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+fi

@@ -1,0 +1,72 @@
+"""The `veil` command (also installed as `sconectl`).
+
+Every module in this package that defines `register(app)` adds its command(s); one command per
+module. `main` turns Veil's errors into a message and an exit code: 2 for bad input, 1 for an
+operational failure; tracebacks only with -vv.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+import typer
+
+from veil.cli._app import app, state
+from veil.errors import ManifestError, VeilError
+
+__all__ = ["app", "main"]
+
+
+def _load_commands() -> None:
+    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if mod.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{mod.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_load_commands()
+
+
+def _report(err: VeilError) -> None:
+    console = state.err
+    if isinstance(err, ManifestError):
+        for w in err.warnings:
+            console.print(f"[yellow]{w.render()}[/yellow]", soft_wrap=True)
+        console.print(f"[bold red]error:[/bold red] {err.message}", soft_wrap=True)
+        for p in err.problems:
+            console.print("  " + p.render(), soft_wrap=True, markup=False)
+    else:
+        console.print("[bold red]error:[/bold red] ", end="")
+        console.print(err.render(), soft_wrap=True, markup=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="veil", standalone_mode=False)
+    except VeilError as err:
+        if state.verbose >= 2:
+            raise
+        _report(err)
+        return err.exit_code
+    except click.exceptions.Abort:
+        state.err.print("aborted")
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return 2
+    except typer.Exit as err:
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

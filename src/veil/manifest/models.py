@@ -1,0 +1,235 @@
+"""Typed models of the two manifest kinds: `genservice` (one service) and `mesh` (an application).
+
+Fields follow the sconectl manifest reference (apiVersion scone/5.8). These models only describe
+shape and simple value rules; cross-references (secret references, templates, duplicate names) are
+checked by `veil.manifest.check`, which knows the source positions.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Build",
+    "Cas",
+    "EnvVar",
+    "Environment",
+    "GenService",
+    "GlobalEnvVar",
+    "InjectionFile",
+    "Mesh",
+    "MeshEnvGroup",
+    "MeshService",
+    "Policy",
+    "Repo",
+    "Secret",
+    "SecretKind",
+    "Secrets",
+    "Signature",
+]
+
+API_VERSION_RE = re.compile(r"^scone/(\d+)\.(\d+)(?:\.(\d+))?$")
+MIN_API = (5, 8)
+SECRET_KINDS = ("ascii", "binary", "private-key", "x509", "x509-ca", "explicit")
+SecretKind = Literal["ascii", "binary", "private-key", "x509", "x509-ca", "explicit"]
+Scalar = str | int | float | bool
+
+
+def _check_api_version(v: str) -> str:
+    m = API_VERSION_RE.match(v)
+    if not m or (int(m.group(1)), int(m.group(2))) < MIN_API:
+        raise ValueError(f"apiVersion {v!r} is not supported; expected scone/X.Y[.Z] with X.Y >= 5.8")
+    return v
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _scalar_to_str(v: Any) -> Any:
+    """YAML `value: 443` and `value: true` mean the strings an environment variable holds."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return str(v)
+    return v
+
+
+class EnvVar(_Model):
+    """A `local` variable: fixed by the service author."""
+
+    name: Annotated[str, Field(min_length=1)]
+    value: str
+
+    _norm = field_validator("value", mode="before")(_scalar_to_str)
+
+
+class GlobalEnvVar(_Model):
+    """A `global` variable: an input of the service; `value` is its default."""
+
+    name: Annotated[str, Field(min_length=1)]
+    value: str | None = None
+
+    _norm = field_validator("value", mode="before")(_scalar_to_str)
+
+
+class Environment(_Model):
+    local: list[EnvVar] = Field(default_factory=list)
+    global_: list[GlobalEnvVar] = Field(default_factory=list, alias="global")
+
+    @field_validator("local", "global_", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+
+class Secret(_Model):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")]
+    kind: SecretKind
+    size: Annotated[int, Field(gt=0, le=1 << 20)] | None = None
+    value: str | None = None
+    private_key: str | None = None
+    issuer: str | None = None
+    dns: list[str] | None = None
+    common_name: str | None = None
+    valid_for: str | None = None
+    export: list[str] | str | None = None
+    key_type: Literal["EC", "ec", "RSA", "rsa", "Ed25519", "ed25519", "P-256", "P-384"] | None = None
+    external: bool = False
+
+
+class Secrets(_Model):
+    global_: list[Secret] = Field(default_factory=list, alias="global")
+    local: list[Secret] = Field(default_factory=list)
+    import_: list[str] = Field(default_factory=list, alias="import")
+
+    @field_validator("global_", "local", "import_", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+    def all(self) -> list[Secret]:
+        return [*self.global_, *self.local]
+
+
+class InjectionFile(_Model):
+    path: Annotated[str, Field(min_length=1)]
+    content: str = ""
+    permission: str | int | None = None
+
+
+class Signature(_Model):
+    sign: bool = False
+    key: str | None = None
+
+
+class Build(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    kind: Literal["python"] = "python"
+    to: Annotated[str, Field(min_length=1)]
+    pwd: str = "/app"
+    command: Annotated[str, Field(min_length=1)]
+    requirements: str | None = None
+    copy_: list[str] = Field(default_factory=list, alias="copy")
+    run: list[str] = Field(default_factory=list)
+    signature: Signature | None = None
+    from_: str | None = Field(default=None, alias="from")
+    wrap: Literal["flask", "kafka"] | None = None
+    entrypoint: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+    @field_validator("copy_", "run", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+
+class GenService(_Model):
+    api_version: str = Field(alias="apiVersion")
+    kind: Literal["genservice"]
+    environment: Environment = Field(default_factory=Environment)
+    secrets: Secrets = Field(default_factory=Secrets)
+    injection_files: list[InjectionFile] = Field(default_factory=list)
+    build: Build
+
+    _api = field_validator("api_version")(_check_api_version)
+
+    @field_validator("environment", "secrets", mode="before")
+    @classmethod
+    def _none_is_default(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @field_validator("injection_files", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+
+CAS_ALIASES = ("image", "security", "access", "attestation")
+
+
+class Cas(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    alias: list[Literal["image", "security", "access", "attestation"]] = Field(default_factory=list)
+    cas_url: Annotated[str, Field(min_length=1)]
+    cas_key: str | None = None
+    cas_encryption_key: str | None = None
+    tolerance: str | None = None
+    mode: str | None = None
+
+
+class Policy(_Model):
+    namespace: Annotated[str, Field(min_length=1)]
+    tolerate: str | list[str] | None = None
+    ignore_advisories: str | list[str] | None = None
+
+
+class MeshEnvGroup(_Model):
+    """One `- service: NAME` item of a mesh's grouped `env` form."""
+
+    service: Annotated[str, Field(min_length=1)]
+    env: list[GlobalEnvVar] = Field(default_factory=list)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+
+class MeshService(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    image: Annotated[str, Field(min_length=1)]
+    image_secrets: str | None = None
+    env: list[GlobalEnvVar] = Field(default_factory=list)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+
+class Repo(_Model):
+    destination: Annotated[str, Field(min_length=1)]
+    squash: bool = False
+    signature: str | None = None
+
+
+class Mesh(_Model):
+    api_version: str = Field(alias="apiVersion")
+    kind: Literal["mesh"]
+    cas: list[Cas] = Field(min_length=1)
+    policy: Policy
+    env: list[GlobalEnvVar] | list[MeshEnvGroup] = Field(default_factory=list)
+    services: list[MeshService] = Field(min_length=1)
+    repo: Repo | None = None
+    helm_extra_values: str | dict[str, Any] | None = None
+    extra_policies: list[Any] = Field(default_factory=list)
+
+    _api = field_validator("api_version")(_check_api_version)
+
+    @field_validator("env", "extra_policies", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
