@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 __all__ = [
     "Build",
@@ -22,6 +22,7 @@ __all__ = [
     "InjectionFile",
     "Mesh",
     "MeshEnvGroup",
+    "MeshEnvItem",
     "MeshService",
     "Policy",
     "Repo",
@@ -41,7 +42,7 @@ Scalar = str | int | float | bool
 def _check_api_version(v: str) -> str:
     m = API_VERSION_RE.match(v)
     if not m or (int(m.group(1)), int(m.group(2))) < MIN_API:
-        raise ValueError(f"apiVersion {v!r} is not supported; expected scone/X.Y[.Z] with X.Y >= 5.8")
+        raise ValueError(f"apiVersion {v!r} is not supported")
     return v
 
 
@@ -97,7 +98,9 @@ class Secret(_Model):
     common_name: str | None = None
     valid_for: str | None = None
     export: list[str] | str | None = None
-    key_type: Literal["EC", "ec", "RSA", "rsa", "Ed25519", "ed25519", "P-256", "P-384"] | None = None
+    key_type: (
+        Literal["EC", "ec", "RSA", "rsa", "Ed25519", "ed25519", "P-256", "P-384"] | None
+    ) = None
     external: bool = False
 
 
@@ -198,6 +201,21 @@ class MeshEnvGroup(_Model):
         return [] if v is None else v
 
 
+def _env_item_tag(v: Any) -> str:
+    if isinstance(v, dict) and "service" in v:
+        return "group"
+    if isinstance(v, MeshEnvGroup):
+        return "group"
+    return "var"
+
+
+# A tagged union so that a bad item is reported against the shape it was meant to have.
+MeshEnvItem = Annotated[
+    Annotated[GlobalEnvVar, Tag("var")] | Annotated[MeshEnvGroup, Tag("group")],
+    Discriminator(_env_item_tag),
+]
+
+
 class MeshService(_Model):
     name: Annotated[str, Field(min_length=1)]
     image: Annotated[str, Field(min_length=1)]
@@ -221,7 +239,9 @@ class Mesh(_Model):
     kind: Literal["mesh"]
     cas: list[Cas] = Field(min_length=1)
     policy: Policy
-    env: list[GlobalEnvVar] | list[MeshEnvGroup] = Field(default_factory=list)
+    # Both shapes of the reference, and a mix of them: a flat `{name, value}` item is a `global`
+    # entry. The mix appears when a `- service: ...` patch is appended to a flat mesh.
+    env: list[MeshEnvItem] = Field(default_factory=list)
     services: list[MeshService] = Field(min_length=1)
     repo: Repo | None = None
     helm_extra_values: str | dict[str, Any] | None = None
