@@ -1,0 +1,261 @@
+"""The image entrypoint: measure, attest to CAS, receive the configuration, exec the program.
+
+Implements `docs/attestation-protocol.md` with the standard library only. The program never
+starts unconfigured: any failure (CAS unreachable, wrong CAS key, refused evidence) prints the
+reason and exits non-zero. The environment the program sees is what CAS provisions plus a few
+harmless basics; variables given to the container (`podman run -e ...`) are not passed on, so
+they can neither override nor add to the provisioned configuration.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import json
+import os
+import ssl
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from veil.runtime.der import DerError, spki_from_certificate
+from veil.runtime.measure import PLAN_PATH, MeasurementPlan, MissingFileError, measure
+
+__all__ = ["CAS_KEY_PATH", "LaunchError", "Provisioned", "main", "provision"]
+
+CAS_KEY_PATH = "/etc/veil/cas-key"
+DEFAULT_PORT = 8081
+BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    # bytecode written at run time would land in measured directories and change the next start
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+PASSED_THROUGH = ("HOSTNAME", "TERM", "LANG")
+
+
+class LaunchError(Exception):
+    """Why the program is not started; printed as is (never holds a secret)."""
+
+
+class Provisioned:
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        env = doc.get("env") or {}
+        argv = doc.get("argv") or []
+        if not isinstance(env, dict) or not isinstance(argv, list):
+            raise LaunchError("CAS sent a malformed configuration (env/argv)")
+        self.env: dict[str, str] = {str(k): str(v) for k, v in env.items()}
+        self.argv: list[str] = [str(a) for a in argv]
+        self.pwd: str | None = doc.get("pwd")
+        self.files: list[dict[str, Any]] = list(doc.get("files") or [])
+
+
+def _cas_address(addr: str) -> tuple[str, int]:
+    addr = addr.strip()
+    for prefix in ("https://", "http://"):
+        if addr.startswith(prefix):
+            addr = addr[len(prefix) :]
+    addr = addr.rstrip("/")
+    if addr.startswith("["):  # [v6]:port
+        host, _, rest = addr[1:].partition("]")
+        return host, int(rest.lstrip(":") or DEFAULT_PORT)
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        return addr, DEFAULT_PORT
+    try:
+        return host, int(port)
+    except ValueError as err:
+        raise LaunchError(f"SCONE_CAS_ADDR {addr!r} is not HOST[:PORT]") from err
+
+
+def _pinned_key(environ: Mapping[str, str], root: str) -> bytes:
+    path = os.path.join(root, CAS_KEY_PATH.lstrip("/"))
+    text = None
+    if os.path.exists(path):
+        with open(path, encoding="ascii") as f:
+            text = f.read()
+    else:
+        text = environ.get("SCONE_CAS_KEY")
+    if not text or not text.strip():
+        raise LaunchError(
+            f"no pinned CAS key: set SCONE_CAS_KEY or bake {CAS_KEY_PATH} into the image"
+        )
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise LaunchError("the pinned CAS key is not base64") from err
+
+
+class _Cas:
+    """One HTTPS connection to CAS whose certificate must carry the pinned public key."""
+
+    def __init__(self, host: str, port: int, key: bytes, timeout: float = 30.0) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # trust comes from the pinned key below, not from a CA or the host name
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
+        self._connect(host, port, key)
+
+    def _connect(self, host: str, port: int, key: bytes) -> None:
+        last: Exception | None = None
+        for attempt in range(5):
+            try:
+                self.conn.connect()
+                break
+            except OSError as err:  # CAS may still be starting
+                last = err
+                self.conn.close()
+                time.sleep(0.5 * (attempt + 1))
+        else:
+            raise LaunchError(f"cannot reach CAS at {host}:{port}: {last}")
+        sock = self.conn.sock
+        der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+        try:
+            spki = spki_from_certificate(der or b"")
+        except DerError as err:
+            raise LaunchError(
+                f"CAS at {host}:{port} presented no usable certificate: {err}"
+            ) from err
+        if spki != key:
+            self.conn.close()
+            raise LaunchError(
+                f"CAS at {host}:{port} does not hold the pinned CAS key; refusing to talk to it"
+            )
+
+    def post(self, path: str, body: Mapping[str, Any]) -> tuple[int, Any]:
+        data = json.dumps(body).encode()
+        try:
+            self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+            resp = self.conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as err:
+            raise LaunchError(f"CAS request {path} failed: {err}") from err
+        try:
+            doc = json.loads(raw) if raw else None
+        except ValueError:
+            doc = None
+        return resp.status, doc
+
+
+def _reason(status: int, doc: Any) -> str:
+    detail = doc.get("detail") if isinstance(doc, dict) else None
+    if isinstance(detail, dict) and detail.get("reason"):
+        return str(detail["reason"])
+    if isinstance(detail, str):
+        return detail
+    return f"HTTP {status}"
+
+
+def provision(
+    environ: Mapping[str, str], root: str = "/", platform: str = "simulation"
+) -> Provisioned:
+    """Measure the filesystem at `root`, attest to CAS and return what CAS provisions."""
+    config_id = environ.get("SCONE_CONFIG_ID", "")
+    if config_id.count("/") != 2 or not all(config_id.split("/")):
+        raise LaunchError(f"SCONE_CONFIG_ID must be NAMESPACE/SESSION/SERVICE, got {config_id!r}")
+    addr = environ.get("SCONE_CAS_ADDR")
+    if not addr:
+        raise LaunchError("SCONE_CAS_ADDR is not set (HOST[:PORT] of CAS)")
+    key = _pinned_key(environ, root)
+    measurement = measure_image(root)
+    host, port = _cas_address(addr)
+    cas = _Cas(host, port, key)
+    try:
+        status, doc = cas.post("/v1/attestation/nonce", {"config_id": config_id})
+        if status != 200 or not isinstance(doc, dict) or "nonce" not in doc:
+            raise LaunchError(f"CAS refused a nonce for {config_id}: {_reason(status, doc)}")
+        nonce = str(doc["nonce"])
+        report = base64.b64encode(
+            json.dumps({"measurement": measurement, "nonce": nonce}, sort_keys=True).encode()
+        ).decode()
+        evidence = {
+            "config_id": config_id,
+            "measurement": measurement,
+            "nonce": nonce,
+            "platform": platform,
+            "report": report,
+        }
+        status, doc = cas.post("/v1/attestation/provision", evidence)
+    finally:
+        cas.conn.close()
+    if status != 200 or not isinstance(doc, dict):
+        raise LaunchError(f"CAS refused to configure {config_id}: {_reason(status, doc)}")
+    return Provisioned(doc)
+
+
+def measure_image(root: str = "/") -> str:
+    plan_file = os.path.join(root, PLAN_PATH.lstrip("/"))
+    try:
+        with open(plan_file, encoding="utf-8") as f:
+            plan = MeasurementPlan.from_json(f.read())
+    except (OSError, ValueError, KeyError) as err:
+        raise LaunchError(f"cannot read the measurement plan {PLAN_PATH}: {err}") from err
+    try:
+        return measure(root, plan)
+    except MissingFileError as err:
+        raise LaunchError(f"a measured file is missing: {err}") from err
+
+
+def write_files(files: Sequence[Mapping[str, Any]], root: str = "/") -> None:
+    for f in files:
+        path = os.path.join(root, str(f["path"]).lstrip("/"))
+        mode = int(str(f.get("mode") or "0600"), 8)
+        data = base64.b64decode(str(f.get("content") or ""))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.veil-tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+
+
+def program_env(environ: Mapping[str, str], prov: Provisioned) -> dict[str, str]:
+    env = dict(BASE_ENV)
+    env.update({k: environ[k] for k in PASSED_THROUGH if k in environ})
+    env.update(prov.env)
+    return env
+
+
+def _fail(msg: str) -> NoReturn:
+    print(f"veil-launcher: {msg}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args == ["--print-measurement"]:
+            print(measure_image("/"))
+            return 0
+        if args:
+            raise LaunchError(
+                "this image takes its command from CAS; container arguments are not accepted"
+            )
+        platform = os.environ.get("VEIL_PLATFORM", "simulation")
+        prov = provision(os.environ, "/", platform)
+        plan_cmd = prov.argv
+        if not plan_cmd:
+            raise LaunchError("CAS sent no command to run")
+        write_files(prov.files)
+        if prov.pwd:
+            os.chdir(prov.pwd)
+        env = program_env(os.environ, prov)
+    except LaunchError as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(f"cannot prepare the program: {err}")
+    sys.stdout.flush()
+    try:
+        os.execvpe(plan_cmd[0], plan_cmd, env)
+    except OSError as err:
+        _fail(f"cannot start {plan_cmd[0]!r}: {err}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
