@@ -1,0 +1,31 @@
+"""The wrappers' configuration, as data: what each runner reads from its environment.
+
+The declarations live in the runner (`runner/settings.py`, copied into images) and are
+re-exported here, so the host side lists exactly what the image reads.
+"""
+
+from __future__ import annotations
+
+import os
+
+from veil.wrap.runner.settings import COMMON_ENV, FLASK_ENV, KAFKA_ENV, EnvVar, env_for
+
+__all__ = [
+    "COMMON_ENV",
+    "DEFAULT_BASE_IMAGE",
+    "FLASK_ENV",
+    "KAFKA_ENV",
+    "KINDS",
+    "EnvVar",
+    "default_base_image",
+    "env_for",
+]
+
+KINDS = ("flask", "kafka")
+
+DEFAULT_BASE_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
+
+
+def default_base_image() -> str:
+    """`$VEIL_BASE_IMAGE` (e.g. the image `veil base create python` pushed), else a Python image."""
+    return os.environ.get("VEIL_BASE_IMAGE") or DEFAULT_BASE_IMAGE
