@@ -1,0 +1,180 @@
+"""CAS's HTTP API (FastAPI). Request and response types live here, the logic in its modules.
+
+The caller's identity is the hash of the public key in its client certificate, which the TLS
+layer already verified against CAS's client CA (see `veil.cas.server`); requests without one
+have no identity and may only attest and register.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from veil import __version__
+from veil.cas import attest, pki, sessions
+from veil.cas.core import Cas, Refusal, now_iso
+from veil.cas.state import CasFiles, load_keyring
+from veil.cas.store import clients, make_engine
+from veil.cas.verifiers import Evidence
+from veil.errors import ManifestError
+from veil.policy.load import session_from_data
+
+__all__ = ["app_from_env", "create_app"]
+
+NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
+Name = Annotated[str, Field(pattern=NAME, max_length=200)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NonceRequest(_In):
+    config_id: Annotated[str, Field(max_length=600)]
+
+
+class NonceResponse(BaseModel):
+    nonce: str
+    expires_in: int
+
+
+class EvidenceIn(_In):
+    config_id: Annotated[str, Field(max_length=600)]
+    measurement: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    nonce: Annotated[str, Field(max_length=64)]
+    platform: Annotated[str, Field(max_length=40)]
+    report: Annotated[str, Field(max_length=1 << 16)]
+
+
+class InjectedFile(BaseModel):
+    path: str
+    content: str
+    mode: str
+
+
+class Configuration(BaseModel):
+    env: dict[str, str]
+    argv: list[str]
+    pwd: str
+    files: list[InjectedFile]
+
+
+class RegisterRequest(_In):
+    csr: Annotated[str, Field(max_length=8192)]
+
+
+class RegisterResponse(BaseModel):
+    certificate: str
+    identity: str
+
+
+class SessionWritten(BaseModel):
+    namespace: str
+    name: str
+    version: int
+    hash: str
+
+
+def _identity(request: Request) -> str | None:
+    der = getattr(request.state, "veil_peer_cert", None)
+    return pki.identity_of_cert(der) if der else None
+
+
+def create_app(cas: Cas) -> FastAPI:
+    app = FastAPI(
+        title="Veil CAS",
+        version=__version__,
+        description="Configuration and Attestation Service: sessions, secrets, attestation.",
+    )
+
+    @app.exception_handler(Refusal)
+    async def _refusal(_req: Request, exc: Refusal) -> JSONResponse:
+        return JSONResponse({"detail": {"reason": exc.reason, **exc.extra}}, exc.status)
+
+    @app.exception_handler(ManifestError)
+    async def _invalid(_req: Request, exc: ManifestError) -> JSONResponse:
+        problems = [
+            {"path": p.path, "message": p.message, "allowed": p.allowed} for p in exc.problems
+        ]
+        reason = "; ".join(f"{p.path}: {p.message}" for p in exc.problems)
+        return JSONResponse({"detail": {"reason": reason, "problems": problems}}, 422)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _db(_req: Request, exc: SQLAlchemyError) -> JSONResponse:
+        reason = "the CAS database is unavailable; retry later"
+        return JSONResponse({"detail": {"reason": reason}}, 503)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/clients", response_model=RegisterResponse)
+    def register(body: RegisterRequest) -> RegisterResponse:
+        """Sign a client's CSR. Registration grants nothing: access comes from sessions."""
+        try:
+            cert, identity = pki.issue_client_cert(
+                body.csr.encode(), cas.keys.client_ca_key, cas.keys.client_ca_pem
+            )
+        except ValueError as err:
+            raise Refusal(400, f"not a valid CSR: {err}") from None
+        try:
+            with cas.engine.begin() as conn:
+                conn.execute(insert(clients).values(identity=identity, registered=now_iso()))
+        except IntegrityError:
+            pass  # registering again (a renewed certificate) is fine
+        cas.audit_event("register", outcome="ok", actor=identity)
+        return RegisterResponse(certificate=cert.decode(), identity=identity)
+
+    @app.get("/v1/identity")
+    def whoami(request: Request) -> dict[str, str | None]:
+        return {"identity": _identity(request)}
+
+    @app.post("/v1/namespaces/{namespace}/sessions", response_model=SessionWritten, status_code=201)
+    def create_session(
+        namespace: Name, request: Request, document: dict[str, Any] = Body(...)
+    ) -> SessionWritten:
+        doc = session_from_data(document, file="request body")
+        info = sessions.create(cas, namespace, doc, _identity(request))
+        return SessionWritten(**info.__dict__)
+
+    @app.put("/v1/namespaces/{namespace}/sessions/{name}", response_model=SessionWritten)
+    def update_session(
+        namespace: Name, name: Name, request: Request, document: dict[str, Any] = Body(...)
+    ) -> SessionWritten:
+        doc = session_from_data(document, file="request body")
+        if doc.name != name:
+            raise Refusal(422, f"the document names session {doc.name!r}, the path {name!r}")
+        info = sessions.update(cas, namespace, doc, _identity(request))
+        return SessionWritten(**info.__dict__)
+
+    @app.get("/v1/namespaces/{namespace}/sessions/{name}")
+    def read_session(namespace: Name, name: Name, request: Request) -> dict[str, Any]:
+        return sessions.read(cas, namespace, name, _identity(request))
+
+    @app.get("/v1/namespaces/{namespace}/sessions/{name}/history")
+    def session_history(namespace: Name, name: Name, request: Request) -> list[dict[str, Any]]:
+        return sessions.history(cas, namespace, name, _identity(request))
+
+    @app.post("/v1/attestation/nonce", response_model=NonceResponse)
+    def nonce(body: NonceRequest) -> dict[str, Any]:
+        return attest.issue_nonce(cas, body.config_id)
+
+    @app.post("/v1/attestation/provision", response_model=Configuration)
+    def provision(body: EvidenceIn) -> dict[str, Any]:
+        return attest.provision(cas, Evidence(**body.model_dump()))
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one uvicorn worker: `VEIL_CAS_DIR` and `VEIL_CAS_DB` say what to serve."""
+    files = CasFiles(Path(os.environ["VEIL_CAS_DIR"]))
+    url = os.environ.get("VEIL_CAS_DB") or files.default_db_url
+    return create_app(Cas(make_engine(url), load_keyring(files)))

@@ -1,0 +1,187 @@
+"""Nonces, attestation and provisioning (docs/attestation-protocol.md).
+
+A nonce is 32 bytes: expiry (4, big-endian seconds), randomness (12) and an HMAC (16) over those
+and the config id, under a key derived from the master key. Any CAS replica can check a nonce
+without a database write at issue time; single use is enforced at provisioning by inserting the
+nonce into `used_nonces` (primary key) in the same transaction as the audit entry, so a replay
+fails even when it reaches another replica.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import shlex
+import struct
+import time
+from typing import Any
+
+from sqlalchemy import delete, insert
+from sqlalchemy.exc import IntegrityError
+
+from veil.cas import audit
+from veil.cas.core import Cas, Head, Refusal
+from veil.cas.secrets import Material
+from veil.cas.store import used_nonces
+from veil.cas.substitute import UnknownReference, substitute
+from veil.cas.verifiers import Evidence, Refused, verifier_for
+from veil.policy.session import SessionDoc
+
+__all__ = ["NONCE_TTL", "issue_nonce", "provision"]
+
+NONCE_TTL = 60
+_SWEEP_EVERY = 1024
+
+
+def _split_config_id(config_id: str) -> tuple[str, str, str]:
+    parts = config_id.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise Refusal(400, "config_id must be NAMESPACE/SESSION/SERVICE")
+    return parts[0], parts[1], parts[2]
+
+
+def _nonce_mac(cas: Cas, config_id: str, body: bytes) -> bytes:
+    return hmac.new(cas.keys.nonce, config_id.encode() + b"\0" + body, hashlib.sha256).digest()[:16]
+
+
+def _service_session(cas: Cas, config_id: str) -> tuple[Head, SessionDoc, str]:
+    ns, name, service = _split_config_id(config_id)
+    head = cas.head(ns, name)
+    doc = cas.document(head) if head is not None else None
+    if head is None or doc is None or doc.service(service) is None:
+        raise Refusal(404, f"unknown config id {config_id!r}")
+    return head, doc, service
+
+
+def issue_nonce(cas: Cas, config_id: str) -> dict[str, Any]:
+    try:
+        _service_session(cas, config_id)
+    except Refusal as r:
+        cas.audit_event(
+            "denied", op="nonce", outcome="denied", config_id=config_id, reason=r.reason
+        )
+        raise
+    body = struct.pack(">I", int(time.time()) + NONCE_TTL) + os.urandom(12)
+    nonce = base64.b64encode(body + _nonce_mac(cas, config_id, body)).decode()
+    return {"nonce": nonce, "expires_in": NONCE_TTL}
+
+
+def _check_nonce(cas: Cas, config_id: str, nonce: str) -> int:
+    try:
+        raw = base64.b64decode(nonce, validate=True)
+    except binascii.Error:
+        raise Refusal(400, "the nonce is not base64") from None
+    if len(raw) != 32:
+        raise Refusal(400, "the nonce is not one this CAS issued")
+    body, mac = raw[:16], raw[16:]
+    if not hmac.compare_digest(mac, _nonce_mac(cas, config_id, body)):
+        raise Refusal(403, "the nonce was not issued by this CAS for this config id")
+    (expires,) = struct.unpack(">I", body[:4])
+    if expires < time.time():
+        raise Refusal(403, "the nonce has expired; ask for a new one")
+    return int(expires)
+
+
+def _materials(cas: Cas, namespace: str, doc: SessionDoc) -> dict[str, Material]:
+    """Own secrets plus imported ones (the exporter must still export to us)."""
+    out = cas.materials(namespace, doc.name)
+    for s in doc.secrets:
+        if s.import_ is None:
+            continue
+        src_ns, _, src_name = s.import_.session.rpartition("/")
+        src_ns = src_ns or namespace
+        head = cas.head(src_ns, src_name)
+        src = cas.document(head) if head else None
+        d = src.secret(s.import_.secret or s.name) if src else None
+        if d is None or not any(
+            t.session == doc.name and (t.namespace or src_ns) == namespace for t in d.export
+        ):
+            raise Refusal(403, f"secret {s.name!r} is no longer exported to this session")
+        m = cas.materials(src_ns, src_name).get(d.name)
+        if m is None:
+            raise Refusal(403, f"secret {s.name!r} has no value in {src_ns}/{src_name}")
+        out[s.name] = m
+    return out
+
+
+def _configuration(cas: Cas, namespace: str, doc: SessionDoc, service: str) -> dict[str, Any]:
+    svc = doc.service(service)
+    assert svc is not None
+    mats = _materials(cas, namespace, doc)
+    try:
+        env = {k: substitute(v, mats) for k, v in sorted(svc.environment.items())}
+        command = svc.command if isinstance(svc.command, list) else shlex.split(svc.command)
+        argv = [substitute(a, mats) for a in command]
+        files = []
+        image = doc.image(svc.image_name)
+        for f in image.injection_files if image else []:
+            content = substitute(f.content, mats).encode()
+            files.append(
+                {"path": f.path, "content": base64.b64encode(content).decode(), "mode": f.mode}
+            )
+    except UnknownReference as err:
+        raise Refusal(409, f"the session cannot be provisioned: {err}") from None
+    return {"env": env, "argv": argv, "pwd": svc.pwd, "files": files}
+
+
+def provision(cas: Cas, evidence: Evidence) -> dict[str, Any]:
+    where = {"config_id": evidence.config_id, "platform": evidence.platform}
+    try:
+        head, doc, service = _service_session(cas, evidence.config_id)
+        expires = _check_nonce(cas, evidence.config_id, evidence.nonce)
+        svc = doc.service(service)
+        assert svc is not None
+        try:
+            measurement = verifier_for(evidence.platform).verify(evidence, doc.security.attestation)
+        except Refused as err:
+            raise Refusal(403, str(err)) from None
+        if measurement not in svc.attestation.measurement:
+            raise Refusal(
+                403,
+                f"measurement does not match the session "
+                f"(got {measurement}, the session allows "
+                f"{len(svc.attestation.measurement)} other value(s))",
+            )
+        config = _configuration(cas, head.namespace, doc, service)
+        try:
+            with cas.engine.begin() as conn:
+                conn.execute(insert(used_nonces).values(nonce=evidence.nonce[:44], expires=expires))
+                audit.append(
+                    conn,
+                    cas.keys.audit,
+                    "provision",
+                    outcome="ok",
+                    measurement=measurement,
+                    hash=head.hash,
+                    **where,
+                )
+        except IntegrityError:
+            raise Refusal(403, "the nonce was already used (replayed evidence)") from None
+    except Refusal as r:
+        cas.audit_event(
+            "denied",
+            op="provision",
+            outcome="denied",
+            reason=r.reason,
+            measurement=evidence.measurement,
+            **where,
+        )
+        raise
+    _sweep(cas)
+    return config
+
+
+_counter = 0
+
+
+def _sweep(cas: Cas) -> None:
+    """Forget used nonces that have expired anyway (now and then, not on every call)."""
+    global _counter
+    _counter += 1
+    if _counter % _SWEEP_EVERY:
+        return
+    with cas.engine.begin() as conn:
+        conn.execute(delete(used_nonces).where(used_nonces.c.expires < int(time.time()) - 5))

@@ -1,0 +1,72 @@
+"""Running CAS: uvicorn over TLS, client certificates optional and checked against the client CA.
+
+uvicorn does not hand the peer certificate to the application, so the HTTP protocol below puts
+it into the per-connection state that every request's `request.state` starts from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from veil.cas.state import CasFiles
+from veil.cas.store import make_engine
+from veil.errors import UserError
+
+__all__ = ["PeerCertProtocol", "parse_listen", "serve"]
+
+DEFAULT_PORT = 8081
+
+
+class PeerCertProtocol(H11Protocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            self.app_state = {**self.app_state, "veil_peer_cert": der}
+        super().connection_made(transport)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep:
+        host, port = listen, str(DEFAULT_PORT)
+    try:
+        number = int(port)
+    except ValueError:
+        raise UserError(
+            f"--listen {listen!r}: the port is not a number",
+            hint="use HOST:PORT, e.g. 127.0.0.1:8081",
+        ) from None
+    if not 0 < number < 65536:
+        raise UserError(f"--listen {listen!r}: port out of range")
+    return host.strip("[]") or "0.0.0.0", number
+
+
+def serve(
+    files: CasFiles, db_url: str | None, listen: str, workers: int = 1, log_level: str = "warning"
+) -> None:
+    host, port = parse_listen(listen)
+    url = db_url or files.default_db_url
+    make_engine(url).dispose()  # create tables once, and fail here (not in a worker) if we cannot
+    os.environ["VEIL_CAS_DIR"] = str(files.root)
+    os.environ["VEIL_CAS_DB"] = url
+    uvicorn.run(
+        "veil.cas.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        ssl_keyfile=str(files.key),
+        ssl_certfile=str(files.cert),
+        ssl_cert_reqs=ssl.CERT_OPTIONAL,
+        ssl_ca_certs=str(files.client_ca),
+        http=PeerCertProtocol,
+        log_level=log_level,
+        access_log=log_level in ("info", "debug", "trace"),
+        timeout_keep_alive=30,
+    )

@@ -1,0 +1,177 @@
+"""CAS's tables (SQLAlchemy Core): SQLite file by default, PostgreSQL for several replicas.
+
+Concurrency is settled by the database, so any number of CAS processes can share one:
+- `session_heads` holds the current version of each session; an update changes the row only
+  `WHERE hash = predecessor`, so of two updates with the same predecessor exactly one wins;
+- `used_nonces` has the nonce as primary key, so a replayed nonce fails to insert;
+- `audit_head` is one row that every audit append locks, which keeps the chain linear.
+SQLite transactions start with BEGIN IMMEDIATE for the same serial order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+)
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import OperationalError as SAOperationalError
+
+from veil.errors import OperationalError, UserError
+
+__all__ = [
+    "audit",
+    "audit_head",
+    "clients",
+    "make_engine",
+    "metadata",
+    "namespaces",
+    "secrets_t",
+    "session_heads",
+    "session_versions",
+    "used_nonces",
+]
+
+metadata = MetaData()
+
+namespaces = Table(
+    "namespaces",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("created", String(40), nullable=False),
+)
+
+session_heads = Table(
+    "session_heads",
+    metadata,
+    Column("namespace", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("creator", String(64), nullable=False),
+    PrimaryKeyConstraint("namespace", "name"),
+)
+
+session_versions = Table(
+    "session_versions",
+    metadata,
+    Column("namespace", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("predecessor", String(64), nullable=True),
+    Column("document", Text, nullable=False),  # canonical JSON, explicit values left out
+    Column("author", String(64), nullable=False),
+    Column("created", String(40), nullable=False),
+    PrimaryKeyConstraint("namespace", "name", "version"),
+)
+
+secrets_t = Table(
+    "secrets",
+    metadata,
+    Column("namespace", String(200), nullable=False),
+    Column("session", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created", String(40), nullable=False),
+    PrimaryKeyConstraint("namespace", "session", "name"),
+)
+
+used_nonces = Table(
+    "used_nonces",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("expires", BigInteger, nullable=False, index=True),
+)
+
+clients = Table(
+    "clients",
+    metadata,
+    Column("identity", String(64), primary_key=True),
+    Column("registered", String(40), nullable=False),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("entry", Text, nullable=False),  # canonical JSON of the event
+    Column("prev", String(64), nullable=False),
+    Column("mac", String(64), nullable=False),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("mac", String(64), nullable=False),
+)
+
+GENESIS = "0" * 64
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling is off so that BEGIN IMMEDIATE below rules
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL survives a killed process (what "acknowledged" means for a server);
+        # FULL would also survive power loss at several times the commit cost
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """Open (and create the tables of) the database at `url`."""
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=False)
+            _sqlite_setup(engine)
+        else:
+            engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as err:
+        raise UserError(
+            f"cannot use database URL: {err}",
+            hint="use sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
+        ) from None
+    try:
+        metadata.create_all(engine, checkfirst=True)
+        with engine.begin() as conn:
+            if conn.execute(select(audit_head.c.id)).first() is None:
+                conn.execute(insert(audit_head).values(id=1, seq=0, mac=GENESIS))
+    except SAOperationalError as err:
+        raise OperationalError(
+            f"cannot open the CAS database: {err.orig}",
+            hint="check that the database server runs and the URL names it",
+        ) from None
+    except Exception as err:
+        # two replicas creating tables at once: the loser sees the winner's table
+        if "already exists" not in str(err) and "duplicate key" not in str(err):
+            raise
+    return engine
