@@ -116,7 +116,7 @@ def _show_plan(doc: Loaded, resolved: ResolvedMesh, options: ApplyOptions) -> No
                   + ("  [yellow](testing only)[/yellow]" if tol.testing_only else ""))
     table = Table(title="services", show_lines=False)
     for col in ("service", "image", "session", "secrets"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for s in resolved.services.values():
         table.add_row(s.name, s.image, f"{resolved.namespace}/{s.session}",
                       ", ".join(s.secret_refs) or "-")
@@ -124,7 +124,7 @@ def _show_plan(doc: Loaded, resolved: ResolvedMesh, options: ApplyOptions) -> No
     for s in resolved.services.values():
         env = Table(title=f"environment of {s.name}")
         for col in ("name", "value", "origin", "program"):
-            env.add_column(col)
+            env.add_column(col, overflow="fold")
         for row in env_rows(s):
             env.add_row(row.name, row.value, row.origin, "yes" if row.program else "no")
         out.print(env)
