@@ -71,6 +71,10 @@ KAFKA_ENV: tuple[EnvVar, ...] = (
     EnvVar("KAFKA_BATCH_SIZE", "500", "Messages taken from the consumer per batch.", "int"),
     EnvVar("KAFKA_MAX_IN_FLIGHT_BATCHES", "8", "Batches produced but not yet committed.", "int"),
     EnvVar("KAFKA_SECURITY_PROTOCOL", "plaintext", "plaintext, ssl, sasl_plaintext or sasl_ssl."),
+    EnvVar("KAFKA_SSL_CA_LOCATION", "", "CA bundle that signs the brokers' certificates (ssl)."),
+    EnvVar("KAFKA_SASL_MECHANISM", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (sasl_*)."),
+    EnvVar("KAFKA_SASL_USERNAME", "", "SASL user name (sasl_*)."),
+    EnvVar("KAFKA_SASL_PASSWORD", "", "SASL password (sasl_*); best a $$SCONE::...$$ secret."),
     EnvVar("HEALTH_PORT", "8081", "Port of /health, /ready and /metrics.", "int"),
 )
 

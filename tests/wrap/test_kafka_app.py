@@ -1,0 +1,133 @@
+"""The Kafka wrapper for real: Tansu on loopback, the wrapped consumer as a subprocess, and every
+message counted in the output or dead-letter topic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.wrap.kafka_helpers import Reader, good, produce, start_wrapper, wrapped_kafka_context
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if _get(port, "/ready")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("wrapper not ready: " + log.read_text()[-3000:])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+def test_results_dead_letters_metrics_and_clean_sigterm(
+    kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    ctx = wrapped_kafka_context(tmp_path)
+    items = [good(i) for i in range(200)]
+    items += [(f"fail-{i}".encode(), json.dumps({"x": i, "fail": True}).encode()) for i in range(5)]
+    items += [(f"bad-{i}".encode(), b"{not json") for i in range(5)]
+    produce(kafka_bootstrap, topics["in"], items)
+    reader = Reader(kafka_bootstrap, topics["out"], topics["dlq"])
+    log = tmp_path / "wrapper.log"
+    proc, health = start_wrapper(ctx, kafka_bootstrap, topics, log)
+    try:
+        _wait_ready(health, proc, log)
+        assert reader.wait_for(210, 60) == 210, log.read_text()[-3000:]
+        out = [r for r in reader.records if r["topic"] == topics["out"]]
+        dlq = [r for r in reader.records if r["topic"] == topics["dlq"]]
+        assert len(out) == 200 and len(dlq) == 10
+        for r in out:  # keyed as the input, the customer's result as the value
+            assert json.loads(r["value"]) == {"y": 2 * int(r["key"])}
+        causes = {r["key"].decode(): r["headers"] for r in dlq}
+        assert causes["fail-3"]["veil.error.type"] == b"exception"
+        assert b"asked to fail" in causes["fail-3"]["veil.error.message"]
+        assert causes["bad-1"]["veil.error.type"] == b"bad_json"
+        assert causes["bad-1"]["veil.source.topic"] == topics["in"].encode()
+        assert int(causes["bad-1"]["veil.source.offset"]) >= 0
+        assert next(r for r in dlq if r["key"] == b"bad-2")["value"] == b"{not json"
+
+        assert _get(health, "/health") == (200, '{"status": "ok"}')
+        status, metrics = _get(health, "/metrics")
+        assert status == 200
+        assert 'veil_kafka_messages_total{outcome="ok"} 200.0' in metrics
+        assert 'veil_kafka_errors_total{cause="bad_json"} 5.0' in metrics
+
+        assert _stop(proc) == 0
+        lines = [json.loads(ln) for ln in log.read_text().splitlines() if ln.startswith("{")]
+        assert any(ln["msg"] == "stopped" and ln["exit_code"] == 0 for ln in lines)
+        assert any(ln["msg"] == "predict raised" and "asked to fail" in ln["traceback"]
+                   for ln in lines)
+
+        # SIGTERM committed everything: a new member of the group redoes nothing.
+        produce(kafka_bootstrap, topics["in"], [good(i) for i in range(1000, 1020)])
+        proc, health = start_wrapper(ctx, kafka_bootstrap, topics, log)
+        assert reader.wait_for(230, 60) == 230, log.read_text()[-3000:]
+        time.sleep(2)
+        assert reader.count() == 230
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+        reader.close()
+
+
+def test_kill_9_mid_stream_loses_nothing(
+    kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    ctx = wrapped_kafka_context(tmp_path)
+    n = 3000
+    produce(kafka_bootstrap, topics["in"], [good(i) for i in range(n)])
+    reader = Reader(kafka_bootstrap, topics["out"], topics["dlq"])
+    log = tmp_path / "wrapper.log"
+    # Slow enough that the kill lands in the middle; small batches so some are committed.
+    slow = {"TEST_DELAY": "0.001", "KAFKA_BATCH_SIZE": "50"}
+    proc, _ = start_wrapper(ctx, kafka_bootstrap, topics, log, **slow)
+    try:
+        assert reader.wait_for(600, 60) >= 600, log.read_text()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        at_kill = reader.count()
+        assert at_kill < n, "the kill did not land mid-stream"
+        proc, _ = start_wrapper(ctx, kafka_bootstrap, topics, log, **slow)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(reader.keys()) < n:
+            time.sleep(0.2)
+        expected = {str(i).encode() for i in range(n)}
+        assert reader.keys() == expected, f"missing {len(expected - reader.keys())} of {n}"
+        assert reader.count(topics["dlq"]) == 0
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+        reader.close()
