@@ -42,6 +42,7 @@ class Origin:
     level: str  # service default | mesh global | mesh helm | mesh service | service local | mesh
     file: str | None = None
     line: int | None = None
+    path: tuple[str | int, ...] | None = None  # in the mesh, for positioned problems
 
     def __str__(self) -> str:
         where = self.file or "?"
@@ -144,7 +145,7 @@ class _Resolver:
 
     def _mesh_origin(self, e: EnvEntry) -> Origin:
         level = {"global": "mesh global", "helm": "mesh helm"}.get(e.target, "mesh service")
-        return Origin(level, self.doc.file, e.line)
+        return Origin(level, self.doc.file, e.line, (*e.path, "value"))
 
     def _svc_origin(self, desc: ServiceDescription, section: str, name: str) -> Origin:
         level = "service local" if section == "local" else "service default"
@@ -244,9 +245,10 @@ class _Resolver:
 
     def _report_value(self, service: str, val: EnvValue, message: str,
                       allowed: str | None = None) -> None:
-        if val.origin.file == self.doc.file and val.origin.line is not None:
-            self.problems.append(Problem(f"service `{service}`: {message}", file=self.doc.file,
-                                         line=val.origin.line, column=None, allowed=allowed))
+        if val.origin.file == self.doc.file and val.origin.path is not None:
+            self.problems.append(self.doc.positions.problem(
+                f"service `{service}`: {message}", val.origin.path, value=val.value,
+                allowed=allowed))
         else:
             self.problems.append(Problem(f"service `{service}`: {message} (from {val.origin})",
                                          file=val.origin.file or self.doc.file,

@@ -30,7 +30,7 @@ class TemplateError(Exception):
 _MISSING = object()
 
 
-def _default(value: Any, default_value: Any = _MISSING, boolean: bool = False,
+def _default(piped: Any, /, default_value: Any = _MISSING, boolean: bool = False,
              **kw: Any) -> Any:
     # Tera's keyword is `value`, which Jinja's own filter cannot take (it is the piped value).
     if "value" in kw:
@@ -39,9 +39,9 @@ def _default(value: Any, default_value: Any = _MISSING, boolean: bool = False,
         raise jinja2.TemplateRuntimeError(f"default() got unexpected arguments {sorted(kw)}")
     if default_value is _MISSING:
         default_value = ""
-    if isinstance(value, jinja2.Undefined) or (boolean and not value):
+    if isinstance(piped, jinja2.Undefined) or (boolean and not piped):
         return default_value
-    return value
+    return piped
 
 
 @lru_cache(maxsize=1)
@@ -84,4 +84,7 @@ def render(text: str, context: Mapping[str, Any]) -> str:
     except jinja2.TemplateSyntaxError as err:
         raise TemplateError(f"template syntax error: {err.message}") from None
     except jinja2.TemplateError as err:
+        raise TemplateError(f"template error: {err}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as err:
+        # a template that calls something with the wrong arguments, divides by zero, ...
         raise TemplateError(f"template error: {err}") from None
