@@ -106,7 +106,8 @@ def test_missing_description() -> None:
 
 def test_templates_from_env_and_mesh_facts() -> None:
     env = ("env:\n  - name: HOST\n    value: \"{{service_name}}.{{namespace}}\"\n"
-           "  - name: URL\n    value: \"https://{{HOST}}:{{ PORT | default(value=\\\"8443\\\") }}\"\n"
+           "  - name: URL\n"
+           "    value: \"https://{{HOST}}:{{ PORT | default(value=\\\"8443\\\") }}\"\n"
            "  - name: CAS\n    value: \"{{cas_cas_cas_url}}\"\n")
     d = description("app", global_={"URL": None, "CAS": None},
                     files=[{"path": "/etc/x", "content": "url={{URL}} key=$$SCONE::s$$"}],
