@@ -48,7 +48,7 @@ def _problem(repo: Path, spec: str, info: dict[str, Any], severity: str = "error
     return Problem(
         str(info.get("message", "entrypoint check failed")),
         file=_rel(repo, info.get("file")),
-        line=info.get("line"),
+        line=info.get("line") or None,
         path="entrypoint",
         value=spec,
         allowed=_ALLOWED,
@@ -62,7 +62,7 @@ def check_entrypoint(repo_dir: Path, spec: str, *, timeout: float = 120.0) -> En
     try:
         entry.parse_spec(spec)
     except entry.EntrypointError as err:
-        raise ManifestError([_problem(repo, spec, err.info)]) from None
+        raise ManifestError([_problem(repo, spec, err.info)], summary=_summary(spec)) from None
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")  # leave the customer's tree untouched
     env.pop("PYTHONPATH", None)
     try:
@@ -90,9 +90,13 @@ def check_entrypoint(repo_dir: Path, spec: str, *, timeout: float = 120.0) -> En
         }, "warning")
         problems = _static_check(repo, spec)
         if problems:
-            raise ManifestError(problems)
+            raise ManifestError(problems, summary=_summary(spec))
         return EntrypointReport("unknown", warnings=[warning])
-    raise ManifestError([_problem(repo, spec, result)])
+    raise ManifestError([_problem(repo, spec, result)], summary=_summary(spec))
+
+
+def _summary(spec: str) -> str:
+    return f"the entrypoint {spec} cannot be wrapped"
 
 
 def _last_json(stdout: str) -> dict[str, Any] | None:
