@@ -21,7 +21,7 @@ from veil import __version__
 from veil.cas import attest, pki, sessions
 from veil.cas.core import Cas, Refusal, now_iso
 from veil.cas.state import CasFiles, load_keyring
-from veil.cas.store import clients, make_engine
+from veil.cas.store import clients, make_engine, make_reader
 from veil.cas.verifiers import Evidence
 from veil.errors import ManifestError
 from veil.policy.load import session_from_data
@@ -177,4 +177,5 @@ def app_from_env() -> FastAPI:
     """The app of one uvicorn worker: `VEIL_CAS_DIR` and `VEIL_CAS_DB` say what to serve."""
     files = CasFiles(Path(os.environ["VEIL_CAS_DIR"]))
     url = os.environ.get("VEIL_CAS_DB") or files.default_db_url
-    return create_app(Cas(make_engine(url), load_keyring(files)))
+    engine = make_engine(url)
+    return create_app(Cas(engine, load_keyring(files), make_reader(url, engine)))

@@ -54,8 +54,9 @@ class Head:
 
 @dataclass
 class Cas:
-    engine: Engine
+    engine: Engine  # writes (on SQLite: BEGIN IMMEDIATE)
     keys: Keyring
+    reader: Engine | None = None  # reads; None = `engine`
     # versions are immutable, so a parsed document is cached by its hash; materials are
     # cached by (place, fingerprint) as a sealed value only changes with its definition
     _docs: dict[str, SessionDoc] = field(default_factory=dict)
@@ -67,8 +68,12 @@ class Cas:
         with self.engine.begin() as conn:
             audit.append(conn, self.keys.audit, event, **fields)
 
+    @property
+    def r(self) -> Engine:
+        return self.reader or self.engine
+
     def head(self, namespace: str, name: str) -> Head | None:
-        with self.engine.connect() as conn:
+        with self.r.connect() as conn:
             row = conn.execute(
                 select(session_heads).where(
                     session_heads.c.namespace == namespace, session_heads.c.name == name
@@ -82,9 +87,11 @@ class Cas:
         doc = self._docs.get(head.hash)
         if doc is not None:
             return doc
-        with self.engine.connect() as conn:
+        with self.r.connect() as conn:
             text = conn.execute(
-                select(session_versions.c.document).where(session_versions.c.hash == head.hash)
+                select(session_versions.c.document)
+                .where(session_versions.c.hash == head.hash)
+                .limit(1)
             ).scalar_one()
         doc = SessionDoc.model_validate(json.loads(text))
         with self._lock:
@@ -95,7 +102,7 @@ class Cas:
 
     def materials(self, namespace: str, session: str) -> dict[str, Material]:
         """Every stored secret of one session, opened."""
-        with self.engine.connect() as conn:
+        with self.r.connect() as conn:
             rows = conn.execute(
                 select(secrets_t.c.name, secrets_t.c.fingerprint, secrets_t.c.sealed).where(
                     secrets_t.c.namespace == namespace, secrets_t.c.session == session

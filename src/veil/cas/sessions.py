@@ -57,7 +57,7 @@ def _plan_secrets(
     cas: Cas, namespace: str, doc: SessionDoc
 ) -> tuple[dict[str, tuple[str, str, bytes]], set[str]]:
     """(name → (kind, fingerprint, sealed)) for secrets to write, and names to delete."""
-    with cas.engine.connect() as conn:
+    with cas.r.connect() as conn:
         stored = {
             r.name: r.fingerprint
             for r in conn.execute(
@@ -314,7 +314,7 @@ def read(cas: Cas, namespace: str, name: str, identity: str | None) -> dict[str,
 
 def history(cas: Cas, namespace: str, name: str, identity: str | None) -> list[dict[str, Any]]:
     _readable(cas, namespace, name, identity, "history")
-    with cas.engine.connect() as conn:
+    with cas.r.connect() as conn:
         rows = conn.execute(
             select(
                 session_versions.c.version,

@@ -38,6 +38,7 @@ __all__ = [
     "audit_head",
     "clients",
     "make_engine",
+    "make_reader",
     "metadata",
     "namespaces",
     "secrets_t",
@@ -73,7 +74,7 @@ session_versions = Table(
     Column("namespace", String(200), nullable=False),
     Column("name", String(200), nullable=False),
     Column("version", Integer, nullable=False),
-    Column("hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False, index=True),
     Column("predecessor", String(64), nullable=True),
     Column("document", Text, nullable=False),  # canonical JSON, explicit values left out
     Column("author", String(64), nullable=False),
@@ -128,7 +129,7 @@ audit_head = Table(
 GENESIS = "0" * 64
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def _sqlite_setup(engine: Engine, immediate: bool) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         # pysqlite's own transaction handling is off so that BEGIN IMMEDIATE below rules
@@ -144,7 +145,17 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # writers take the lock up front (no upgrade deadlocks); readers never wait for it
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_reader(url: str, writer: Engine) -> Engine:
+    """An engine for read-only work: on SQLite one whose transactions take no write lock."""
+    if not url.startswith("sqlite"):
+        return writer
+    engine = create_engine(url, pool_size=8, max_overflow=16)
+    _sqlite_setup(engine, immediate=False)
+    return engine
 
 
 def make_engine(url: str) -> Engine:
@@ -152,7 +163,7 @@ def make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=False)
-            _sqlite_setup(engine)
+            _sqlite_setup(engine, immediate=True)
         else:
             engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError) as err:

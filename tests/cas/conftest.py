@@ -1,0 +1,174 @@
+"""CAS test fixtures: a real `veil cas serve` over TLS on loopback, and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from veil.cas.client import CasClient
+from veil.cas.state import CasFiles, init_state
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class CasServer:
+    files: CasFiles
+    addr: str
+    db_url: str
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def key(self) -> str:
+        return self.files.public_key_b64()
+
+    def client(self, identity_dir: Path) -> CasClient:
+        return CasClient(self.addr, self.key, identity_dir=identity_dir)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=20)
+
+
+def _wait_ready(addr: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    host, port = addr.rsplit(":", 1)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"CAS exited: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection((host, int(port)), timeout=1) as s, ctx.wrap_socket(s):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"CAS did not start: {log.read_text()[-2000:]}")
+
+
+def start_cas(files: CasFiles, db_url: str | None, log: Path, workers: int = 1) -> CasServer:
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    url = db_url or files.default_db_url
+    cmd = [
+        sys.executable,
+        "-m",
+        "veil",
+        "cas",
+        "serve",
+        "--state-dir",
+        str(files.root),
+        "--db",
+        url,
+        "--listen",
+        addr,
+        "--workers",
+        str(workers),
+        "--log-level",
+        "info",
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    _wait_ready(addr, proc, log)
+    return CasServer(files, addr, url, log, proc)
+
+
+@pytest.fixture(scope="session")
+def cas_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., CasServer]]:
+    """Start CAS servers on demand; every one is stopped by its PID at the end."""
+    started: list[CasServer] = []
+
+    def make(
+        files: CasFiles | None = None, db_url: str | None = None, workers: int = 1
+    ) -> CasServer:
+        if files is None:
+            root = tmp_path_factory.mktemp("cas")
+            files = init_state(root / "state", ["127.0.0.1", "localhost"])
+        log = files.root.parent / f"cas-{len(started)}.log"
+        server = start_cas(files, db_url, log, workers)
+        started.append(server)
+        return server
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def cas(cas_factory: Callable[..., CasServer]) -> CasServer:
+    return cas_factory()
+
+
+@pytest.fixture
+def alice(cas: CasServer, tmp_path: Path) -> Iterator[CasClient]:
+    with cas.client(tmp_path / "alice") as c:
+        yield c
+
+
+@pytest.fixture
+def bob(cas: CasServer, tmp_path: Path) -> Iterator[CasClient]:
+    with cas.client(tmp_path / "bob") as c:
+        yield c
+
+
+def _postgres() -> Iterator[str]:
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 is not installed (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="veil-pg-"))
+    os.chmod(root, 0o755)
+    data = root / "data"
+    shutil.chown(root, "postgres", "postgres")
+    port = free_port()
+
+    def as_pg(*args: str) -> None:
+        subprocess.run(
+            ["su", "postgres", "-c", " ".join(args)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
+
+    as_pg(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+    as_pg(
+        str(PG_BIN / "pg_ctl"),
+        "-D",
+        str(data),
+        "-w",
+        "-l",
+        str(root / "log"),
+        "-o",
+        f'"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=on"',
+        "start",
+    )
+    try:
+        as_pg(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "veil_cas")
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/veil_cas"
+    finally:
+        as_pg(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    url = os.environ.get("VEIL_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    yield from _postgres()
