@@ -1,0 +1,119 @@
+"""`veil base create python`: a Python base image made without internet access.
+
+debootstrap (minbase + python3 + pip) from a Debian mirror, apt caches and lists stripped, imported
+as a one-layer image with the interpreter's measurement label, and pushed. The debootstrapped
+root filesystem can be cached as a tarball, so a second base build skips the ~40 s bootstrap.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from veil.errors import OperationalError
+from veil.image.interpreter import INTERPRETER_LABEL, interpreter_of_rootfs
+from veil.image.push import push_image
+from veil.image.tools import require, run_tool, tail
+
+__all__ = ["DEFAULT_BASE", "DEFAULT_MIRROR", "SUITE", "create_python_base"]
+
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_BASE = "127.0.0.1:5000/veil/python:bookworm"
+_STRIP = ("var/cache/apt/archives", "var/lib/apt/lists", "var/cache/debconf", "var/log")
+
+
+def _bootstrap(dest: Path, mirror: str) -> None:
+    require("debootstrap")
+    cmd = [
+        "debootstrap", "--variant=minbase", "--include=python3,python3-pip", SUITE, str(dest),
+        mirror,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise OperationalError(
+            f"debootstrap of Debian {SUITE} from {mirror} failed:\n"
+            + tail(proc.stdout + proc.stderr),
+            hint="check that the mirror is reachable (or pass --mirror) and that you are root",
+        )
+    for rel in _STRIP:
+        p = dest / rel
+        if p.is_dir():
+            for child in p.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+
+
+def _rootfs_tarball(cache: Path | None, mirror: str, progress: Callable[[str], None]) -> Path:
+    """The tarball of a bootstrapped root filesystem, from the cache when there is one."""
+    if cache is not None:
+        tarball = cache / f"debian-{SUITE}-python-minbase.tar"
+        if tarball.exists():
+            progress(f"using cached root filesystem {tarball}")
+            return tarball
+    else:
+        tarball = Path(tempfile.mkdtemp(prefix="veil-base-")) / "rootfs.tar"
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="veil-debootstrap-", dir="/var/tmp"))
+    try:
+        progress(f"debootstrap {SUITE} (minbase, python3) from {mirror}")
+        _bootstrap(work / "rootfs", mirror)
+        tmp = tarball.with_name(f".{tarball.name}.tmp")
+        r = subprocess.run(
+            ["tar", "-C", str(work / "rootfs"), "--numeric-owner", "-cf", str(tmp), "."],
+            capture_output=True, check=False,
+        )
+        if r.returncode != 0:
+            raise OperationalError(f"packing the root filesystem failed:\n{tail(r.stderr)}")
+        os.replace(tmp, tarball)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return tarball
+
+
+def create_python_base(
+    to: str,
+    *,
+    cache: Path | None = None,
+    mirror: str = DEFAULT_MIRROR,
+    push: bool = True,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> str | None:
+    """Build the base image `to`; returns the pushed digest (None with push=False)."""
+    tarball = _rootfs_tarball(cache, mirror, progress)
+    what = f"building base image {to}"
+    progress("importing the root filesystem")
+    cid = run_tool(["buildah", "from", "scratch"], what=what).stdout.decode().strip()
+    try:
+        mnt = run_tool(["buildah", "mount", cid], what=what).stdout.decode().strip()
+        r = subprocess.run(
+            ["tar", "-C", mnt, "--numeric-owner", "-xpf", str(tarball)],
+            capture_output=True, check=False,
+        )
+        if r.returncode != 0:
+            raise OperationalError(
+                f"{what}: unpacking the root filesystem failed:\n{tail(r.stderr)}"
+            )
+        interp = interpreter_of_rootfs(mnt)
+        run_tool(
+            ["buildah", "config",
+             "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             "--env", "LANG=C.UTF-8", "--cmd", "python3",
+             "--label", f"{INTERPRETER_LABEL}={interp.to_json()}", cid],
+            what=what,
+        )
+        run_tool(["buildah", "commit", "--rm", "-q", cid, to], what=what)
+        cid = ""
+    finally:
+        if cid:
+            run_tool(["buildah", "rm", cid], what=what)
+    if not push:
+        return None
+    progress(f"pushing {to}")
+    return push_image(to)

@@ -1,0 +1,177 @@
+"""genservice → build context → OCI image → registry: the whole build as one readable function.
+
+    resolve the base image (pull if needed; pin its digest; read its interpreter)
+    resolve requirements on the host
+    stage the context in a fresh directory, measure it, write the description
+    buildah build (overlay storage, chroot isolation, layer cache) → push → sign → local index
+
+The target directory is replaced only when everything up to the build succeeded, so a failed
+build leaves the previous context untouched and no half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from veil.errors import OperationalError
+from veil.fsutil import replace_dir
+from veil.image.base import DEFAULT_BASE
+from veil.image.context import stage_context
+from veil.image.index import IndexEntry, LocalIndex
+from veil.image.interpreter import Interpreter, interpreter_of_image
+from veil.image.push import push_image
+from veil.image.reference import parse_reference
+from veil.image.requirements import install_requirements
+from veil.image.tools import container_env, require, run_tool, tls_flag
+from veil.manifest.description import LABEL_KEY, ServiceDescription
+from veil.manifest.load import Positions
+from veil.manifest.models import GenService
+from veil.runtime.measure import digest_of, scan
+
+__all__ = ["BaseImage", "BuildResult", "build_service", "resolve_base"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    name: str
+    image_id: str
+    digest: str | None
+    interpreter: Interpreter
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.name.split('@')[0]}@{self.digest}" if self.digest else self.image_id
+
+
+@dataclass
+class BuildResult:
+    image: str
+    context: Path
+    description: ServiceDescription
+    image_id: str | None = None
+    digest: str | None = None  # registry manifest digest once pushed
+    signature: str | None = None  # tag of the signature artifact
+
+
+def _inspect(name: str) -> dict[str, Any] | None:
+    proc = subprocess.run(
+        ["buildah", "inspect", "--type", "image", name], capture_output=True,
+        env=container_env(), check=False,
+    )
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def resolve_base(name: str, progress: Progress) -> BaseImage:
+    require("buildah")
+    info = _inspect(name)
+    if info is None:
+        progress(f"pulling base image {name}")
+        run_tool(
+            ["buildah", "pull", "--quiet", *tls_flag(name), name],
+            what=f"the base image {name} cannot be pulled",
+            hint=f"push one there with `veil base create python --to {name}`, or name an "
+            "existing Python image in build.from",
+        )
+        info = _inspect(name)
+        if info is None:
+            raise OperationalError(f"the base image {name} was pulled but cannot be inspected")
+    labels = ((info.get("OCIv1") or {}).get("config") or {}).get("Labels") or {}
+    image_id = str(info["FromImageID"])
+    digest = info.get("FromImageDigest") or None
+    return BaseImage(name, image_id, digest, interpreter_of_image(image_id, labels))
+
+
+def _buildah_build(ctx: Path, image: str, label: str, progress: Progress) -> str:
+    iidfile = ctx.parent / f".{ctx.name}.iid"
+    cmd = [
+        "buildah", "build", "--isolation", "chroot", "--layers", "--pull-never", "--quiet=false",
+        "--timestamp", "0", "-f", str(ctx / "Containerfile"), "-t", image,
+        "--label", f"{LABEL_KEY}={label}", "--iidfile", str(iidfile), str(ctx),
+    ]
+    last: deque[str] = deque(maxlen=25)
+    step = ""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=container_env(), text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        last.append(line)
+        if line.startswith("STEP "):
+            step = line
+            progress(line)
+    rc = proc.wait()
+    if rc != 0:
+        output = "\n".join("  " + ln for ln in last)
+        if step and ": RUN " in step:
+            raise OperationalError(
+                f"the build step `{step.split(': ', 1)[1]}` of {image} failed:\n{output}",
+                hint="fix the command in build.run (it runs without network access, before the "
+                "application files are added)",
+            )
+        raise OperationalError(f"building {image} failed at {step or 'start'}:\n{output}")
+    image_id = iidfile.read_text().strip()
+    iidfile.unlink()
+    return image_id
+
+
+def build_service(
+    svc: GenService,
+    manifest: Path,
+    *,
+    target: Path,
+    push: bool = True,
+    dry_run: bool = False,
+    positions: Positions | None = None,
+    progress: Progress = lambda _m: None,
+) -> BuildResult:
+    b = svc.build
+    parse_reference(b.to, field="build.to")
+    base = resolve_base(b.from_ or DEFAULT_BASE, progress)
+    req_dir = None
+    if b.requirements:
+        progress(f"resolving {b.requirements} for Python {base.interpreter.version}")
+        req_dir = install_requirements(manifest.parent / b.requirements, base.interpreter.version)
+    interp = base.interpreter
+    ctx_dir = target / b.name
+    with replace_dir(ctx_dir) as tmp:
+        ctx = stage_context(
+            svc, manifest.parent, tmp, base=base.pinned, site_packages=interp.site_packages,
+            requirements_dir=req_dir, interpreter_paths=interp.paths, positions=positions,
+        )
+        staged = ctx.plan
+        app_plan = type(staged)(
+            roots=[r for r in staged.roots if r not in interp.paths], command=staged.command,
+            pwd=staged.pwd, local_env=staged.local_env, exclude=staged.exclude,
+        )
+        measurement = digest_of(scan(str(tmp / "rootfs"), app_plan) + interp.entries, staged)
+        desc = ServiceDescription.from_genservice(svc).model_copy(update={
+            "measurement": measurement, "base_image": base.name, "base_digest": base.digest,
+        })
+        (tmp / "description.json").write_text(
+            json.dumps(json.loads(desc.to_json()), indent=2, sort_keys=True) + "\n"
+        )
+        result = BuildResult(image=b.to, context=ctx_dir, description=desc)
+        if not dry_run:
+            progress(f"building {b.to}")
+            result.image_id = _buildah_build(tmp, b.to, desc.to_json(), progress)
+    if not dry_run and push:
+        progress(f"pushing {b.to}")
+        result.digest = push_image(b.to)
+        if b.signature is not None and b.signature.sign:
+            from veil.image.signing import sign_image
+
+            progress(f"signing {b.to}@{result.digest}")
+            result.signature = sign_image(b.to, result.digest)
+    LocalIndex().put(IndexEntry(
+        image=b.to, description=desc, digest=result.digest, source=str(manifest),
+    ))
+    return result

@@ -1,0 +1,169 @@
+"""The build context under `target/<name>/`: Containerfile, staged files, measurement plan.
+
+Everything measured is staged under `rootfs/` exactly where it will sit in the image, so the
+builder measures the staged tree with the same code the launcher runs on the container's `/`.
+Layer order serves the cache: base → run steps → requirements → launcher → plan → application.
+`run:` steps come before the measured files, so they cannot alter what was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from veil.errors import ManifestError, Problem
+from veil.manifest.load import Positions, format_path
+from veil.manifest.models import GenService
+from veil.runtime.measure import PLAN_PATH, MeasurementPlan
+
+__all__ = ["LAUNCHER_DIR", "RUNTIME_MODULES", "BuildContext", "stage_context"]
+
+LAUNCHER_DIR = "/opt/veil"
+RUNTIME_MODULES = ("__init__.py", "der.py", "launcher.py", "measure.py")
+ENTRYPOINT = ["/usr/bin/python3", "-I", "-B", f"{LAUNCHER_DIR}/launch.py"]
+_SHIM = f'''\
+"""Entrypoint of a Veil image: attest to CAS, then exec the provisioned program."""
+import sys
+
+sys.path.insert(0, "{LAUNCHER_DIR}")
+from veil.runtime.launcher import main  # noqa: E402
+
+sys.exit(main())
+'''
+_RESERVED = ("/opt/veil", "/etc/veil", "/proc", "/sys", "/dev")
+
+
+@dataclass
+class BuildContext:
+    dir: Path
+    plan: MeasurementPlan
+    containerfile: str
+    copied: list[str] = field(default_factory=list)  # image paths of application files
+
+
+def _problem(
+    msg: str, path: tuple[str | int, ...], value: object, positions: Positions | None,
+    allowed: str,
+) -> Problem:
+    if positions is not None:
+        return positions.problem(msg, path, value=value, allowed=allowed)
+    return Problem(msg, file="<manifest>", path=format_path(path), value=value, allowed=allowed)
+
+
+def _check(svc: GenService, src_dir: Path, positions: Positions | None) -> list[tuple[Path, str]]:
+    """Every `copy` entry as (host path, path under pwd); all problems reported together."""
+    problems: list[Problem] = []
+    pwd = svc.build.pwd
+    norm = posixpath.normpath(pwd) if pwd.startswith("/") else ""
+    if not norm or norm == "/" or any(norm == r or norm.startswith(r + "/") for r in _RESERVED):
+        problems.append(_problem(
+            "pwd must be an absolute directory of its own", ("build", "pwd"), pwd, positions,
+            allowed="an absolute path such as /app, not / and not under " + ", ".join(_RESERVED),
+        ))
+    out: list[tuple[Path, str]] = []
+    for i, entry in enumerate(svc.build.copy_):
+        rel = posixpath.normpath(entry)
+        if entry.startswith("/") or rel.startswith(".."):
+            problems.append(_problem(
+                "a copy entry must stay inside the manifest's directory", ("build", "copy", i),
+                entry, positions, allowed="a relative path such as app.py or src/",
+            ))
+            continue
+        host = src_dir / rel
+        if not host.exists():
+            problems.append(_problem(
+                f"no such file or directory: {host}", ("build", "copy", i), entry, positions,
+                allowed="a file or directory relative to the manifest's directory",
+            ))
+            continue
+        out.append((host, "." if rel == "." else rel))
+    if svc.build.requirements and not (src_dir / svc.build.requirements).is_file():
+        problems.append(_problem(
+            f"no such file: {src_dir / svc.build.requirements}", ("build", "requirements"),
+            svc.build.requirements, positions, allowed="a pip requirements file",
+        ))
+    if problems:
+        raise ManifestError(problems, summary=f"{len(problems)} error(s) in the build section")
+    return out
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
+    else:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _stage_launcher(rootfs: Path) -> None:
+    pkg = rootfs / LAUNCHER_DIR.lstrip("/") / "veil"
+    (pkg / "runtime").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    src = resources.files("veil.runtime")
+    for name in RUNTIME_MODULES:
+        (pkg / "runtime" / name).write_bytes(src.joinpath(name).read_bytes())
+    (pkg.parent / "launch.py").write_text(_SHIM)
+    for p in [pkg.parent, *pkg.parent.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def stage_context(
+    svc: GenService,
+    src_dir: Path,
+    ctx_dir: Path,
+    *,
+    base: str,
+    site_packages: str | None,
+    requirements_dir: Path | None,
+    interpreter_paths: list[str],
+    positions: Positions | None = None,
+) -> BuildContext:
+    """Write the build context into the (fresh, empty) directory `ctx_dir`."""
+    copies = _check(svc, src_dir, positions)
+    b = svc.build
+    pwd = posixpath.normpath(b.pwd)
+    rootfs = ctx_dir / "rootfs"
+    app_root = rootfs / pwd.lstrip("/")
+    app_root.mkdir(parents=True)
+    copied: list[str] = []
+    for host, rel in copies:
+        _copy_tree(host, app_root / rel)
+        copied.append(posixpath.join(pwd, rel))
+    _stage_launcher(rootfs)
+    roots = [LAUNCHER_DIR, pwd, *interpreter_paths]
+    lines = [
+        "# Generated by veil from the service manifest; edit the manifest, not this file.",
+        f"FROM {base}",
+    ]
+    for cmd in b.run:
+        one = " ".join(part.strip() for part in cmd.strip().splitlines() if part.strip())
+        lines.append(f"RUN {one}")
+    if requirements_dir is not None and site_packages is not None:
+        req_root = rootfs / site_packages.lstrip("/")
+        shutil.copytree(requirements_dir, req_root, symlinks=True)
+        roots.append(site_packages)
+        lines.append(f"COPY rootfs{site_packages}/ {site_packages}/")
+    lines.append(f"COPY rootfs{LAUNCHER_DIR}/ {LAUNCHER_DIR}/")
+    local_env = {e.name: e.value for e in svc.environment.local}
+    plan = MeasurementPlan(
+        roots=roots, command=b.command, pwd=pwd, local_env=local_env,
+        exclude=sorted(posixpath.normpath(f.path) for f in svc.injection_files),
+    )
+    plan_file = rootfs / PLAN_PATH.lstrip("/")
+    plan_file.parent.mkdir(parents=True)
+    plan_file.write_text(plan.to_json())
+    plan_file.chmod(0o644)
+    lines.append(f"COPY rootfs{posixpath.dirname(PLAN_PATH)}/ {posixpath.dirname(PLAN_PATH)}/")
+    lines.append(f"COPY rootfs{pwd}/ {pwd}/")
+    lines.append(f"WORKDIR {pwd}")
+    lines.append(f"ENTRYPOINT {json.dumps(ENTRYPOINT)}")
+    lines.append("CMD []")
+    containerfile = "\n".join(lines) + "\n"
+    (ctx_dir / "Containerfile").write_text(containerfile)
+    (ctx_dir / ".containerignore").write_text("description.json\n")
+    return BuildContext(dir=ctx_dir, plan=plan, containerfile=containerfile, copied=copied)

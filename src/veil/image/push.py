@@ -1,0 +1,25 @@
+"""Pushing a locally built image to its registry; the pushed manifest digest is the result."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from veil.image.reference import parse_reference
+from veil.image.tools import run_tool, tls_flag
+
+__all__ = ["push_image"]
+
+
+def push_image(image: str) -> str:
+    ref = parse_reference(image)
+    with tempfile.TemporaryDirectory(prefix="veil-push-") as tmp:
+        digestfile = Path(tmp) / "digest"
+        run_tool(
+            ["buildah", "push", "--quiet", *tls_flag(image), "--digestfile", str(digestfile),
+             image, f"docker://{image}"],
+            what=f"pushing {image} to the registry {ref.host} failed",
+            hint=f"check that the registry {ref.host} is running and reachable "
+            "(or build with --no-push to keep the image local)",
+        )
+        return digestfile.read_text().strip()
