@@ -17,7 +17,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import CommentMark
 from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.tokens import CommentToken
 
 from veil.errors import ManifestError
 from veil.manifest.description import ServiceDescription
@@ -117,6 +119,60 @@ def _grouped_env(env: Any) -> CommentedSeq:
     return out
 
 
+class _Tail:
+    """The comment after the last line of a node: its end-of-line part and the lines that follow.
+
+    ruamel.yaml keeps the comment lines that precede a key at the end of the previous node, so
+    moving `env` to the end means moving those lines too.
+    """
+
+    def __init__(self, tree: CommentedMap, key: Any) -> None:
+        parent: Any = tree
+        node: Any = tree[key]
+        while isinstance(node, CommentedMap | CommentedSeq) and len(node):
+            parent, key = node, (list(node.keys())[-1] if isinstance(node, CommentedMap)
+                                 else len(node) - 1)
+            node = parent[key]
+        self.parent, self.key = parent, key
+        self.slot = 2 if isinstance(parent, CommentedMap) else 0
+        entry = parent.ca.items.get(key)
+        token = entry[self.slot] if entry and len(entry) > self.slot else None
+        self.had = token is not None
+        text = token.value if token is not None else "\n"
+        cut = text.find("\n")
+        self.eol, self.rest = (text, "") if cut < 0 else (text[: cut + 1], text[cut + 1:])
+
+    def set(self, rest: str) -> None:
+        if not self.had and not rest:
+            return
+        entry = self.parent.ca.items.setdefault(
+            self.key, [None, None, None, None] if self.slot == 2 else [None, None])
+        entry[self.slot] = CommentToken(self.eol + rest, CommentMark(0), None)
+
+
+def _place_env_last(tree: CommentedMap) -> None:
+    """Move `env` (or make room for it) at the end, carrying the comment lines above it."""
+    keys = list(tree.keys())
+    if "env" not in keys:
+        if keys:
+            last = _Tail(tree, keys[-1])
+            if not last.rest.endswith("\n"):
+                last.set(last.rest + "\n")  # a blank line above the new env
+        return
+    i = keys.index("env")
+    if i == len(keys) - 1:
+        return
+    env = _Tail(tree, "env")
+    last = _Tail(tree, keys[-1])
+    above_env = ""
+    if i > 0:
+        prev = _Tail(tree, keys[i - 1])
+        above_env = prev.rest
+        prev.set(env.rest)  # the lines above the key after env stay above it
+    last.set(last.rest + (above_env or "\n"))
+    env.set("")
+
+
 def _missing_descriptions(doc: Loaded, descriptions: dict[str, ServiceDescription]) -> None:
     mesh: Mesh = doc.model
     problems = [
@@ -141,6 +197,7 @@ def print_defaults(text: str, file: str, descriptions: dict[str, ServiceDescript
     per_service_set = {(e.target, e.name) for e in entries if e.value is not None}
 
     tree: CommentedMap = doc.tree
+    _place_env_last(tree)  # first: it reads the comments at the end of the input's own nodes
     env = _grouped_env(tree.get("env"))
     globals_ = next((g for g in env if isinstance(g, dict) and g.get("service") == "global"),
                     None)
