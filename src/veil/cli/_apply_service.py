@@ -1,8 +1,9 @@
 """`veil apply -f service.yaml`: the genservice path of `apply`.
 
-Today this validates the manifest and records its service description in the local index (keyed
-by `build.to`), which is all a mesh needs to be resolved. Building and pushing the image is the
-job of `veil.image`; without --dry-run this says so instead of pretending.
+Builds the service's image with `veil.image` (build context under `target/<name>/`, buildah,
+measurement, push to `build.to`, signature when asked) and records its service description in the
+local index. `--dry-run` writes the context and the description only; `--no-push` keeps the image
+in local storage.
 """
 
 from __future__ import annotations
@@ -11,32 +12,37 @@ from pathlib import Path
 
 from veil.cli._app import state
 from veil.cli._options import ApplyOptions
-from veil.errors import OperationalError
-from veil.image.index import IndexEntry, LocalIndex
+from veil.image.builder import build_service
 from veil.manifest.description import ServiceDescription
+from veil.manifest.load import Positions
 from veil.manifest.models import GenService
 
 __all__ = ["apply_service"]
 
 
-def apply_service(path: Path, service: GenService, options: ApplyOptions) -> ServiceDescription:
-    desc = ServiceDescription.from_genservice(service)
-    LocalIndex().put(IndexEntry(image=desc.image, description=desc, source=str(path)))
+def apply_service(
+    path: Path, service: GenService, options: ApplyOptions, positions: Positions | None = None
+) -> ServiceDescription:
     b = service.build
-    out = state.console
-    out.print(f"service [bold]{b.name}[/bold] ({path})")
-    out.print(f"  image        {b.to}")
-    out.print(f"  command      {b.command}  (pwd {b.pwd})")
-    out.print(f"  local env    {', '.join(v.name for v in desc.local_env) or '-'}")
-    out.print(f"  global env   {', '.join(v.name for v in desc.global_env) or '-'}")
-    out.print(f"  secrets      {', '.join(s.name for s in desc.secrets) or '-'}")
-    out.print(f"  mode         {options.mode}")
-    out.print("  recorded the service description in the local index")
+
+    def say(line: str) -> None:
+        state.console.print(line, soft_wrap=True)
+
+    with state.err.status(f"building {b.to}") as status:
+        result = build_service(
+            service, path, target=options.target, push=options.push, dry_run=options.dry_run,
+            positions=positions, progress=lambda m: status.update(m),
+        )
+    desc = result.description
+    say(f"service [bold]{b.name}[/bold] ({path})")
+    say(f"  context      {result.context}")
+    say(f"  measurement  {desc.measurement}")
     if options.dry_run:
-        out.print(f"  dry run: would build {options.target / b.name} and "
-                  f"{'push' if options.push else 'keep locally'} {b.to}")
-        return desc
-    raise OperationalError(
-        f"building the image {b.to} needs veil.image, which this command does not call yet",
-        hint="use --dry-run to validate the manifest and record its description",
-    )
+        say("  dry run: wrote the build context and the service description; built nothing")
+    elif result.digest:
+        say(f"  image        {b.to}@{result.digest}")
+        if result.signature:
+            say(f"  signature    {result.signature}")
+    else:
+        say(f"  image        {b.to} ({result.image_id}, local only: not pushed)")
+    return desc

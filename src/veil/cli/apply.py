@@ -66,7 +66,7 @@ def apply(
             raise UserError("--print-defaults applies to a mesh; "
                             f"{name} is a service manifest (kind: genservice)")
         assert isinstance(doc.model, GenService)
-        apply_service(file, doc.model, options)
+        apply_service(file, doc.model, options, positions=doc.positions)
         return
     if defaults:
         descriptions, _ = descriptions_for(doc)
