@@ -183,10 +183,12 @@ class Model:
             )
         is_static = isinstance(predict, staticmethod | classmethod)
         problem = _signature_problem(
-            getattr(cls, "predict"), f"{attr}.predict", drop_self=not is_static
+            cls.predict, f"{attr}.predict", drop_self=not is_static  # type: ignore[attr-defined]
         )
         if problem:
-            raise EntrypointError(problem, kind="signature", **_source_location(cls.predict))
+            raise EntrypointError(
+                problem, kind="signature", **_source_location(cls.predict)  # type: ignore[attr-defined]
+            )
         load = getattr(cls, "load", None)
         if load is not None:
             if not callable(load):

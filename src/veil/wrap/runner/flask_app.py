@@ -50,7 +50,7 @@ def _metrics_registry() -> CollectorRegistry | None:
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return registry
 
 
@@ -126,6 +126,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     access_log = bool(cfg["ACCESS_LOG"]) and access.isEnabledFor(logging.INFO)
     limit = int(cfg["MAX_REQUEST_BYTES"])
     state: dict[str, str | None] = {"load_error": None}
+    worker = os.getpid()  # create_app runs in each gunicorn worker, after the fork
 
     app = Flask("veil_runner")
     app.config["MAX_CONTENT_LENGTH"] = limit
@@ -153,7 +154,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         if cause:
             metrics.errors.labels(cause).inc()
         if access_log:
-            access.info("predict", extra={"request_id": rid, "status": status,
+            access.info("predict", extra={"request_id": rid, "status": status, "worker": worker,
                                           "duration_ms": round(elapsed * 1000, 3)})
 
     @app.post("/predict")
@@ -218,7 +219,8 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
             if status == 413:
                 metrics.errors.labels("too_large").inc()
             if access_log:
-                access.info("predict", extra={"request_id": rid, "status": status})
+                access.info("predict", extra={"request_id": rid, "status": status,
+                                              "worker": worker})
         if status == 413:
             message = f"request body larger than {limit} bytes"
         else:

@@ -87,9 +87,10 @@ class _Health:
 
 def _serve_health(port: int, health: _Health, metrics: _Metrics) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:
             if self.path == "/health":
-                code, body = (500, {"status": "failed"}) if health.failed else (200, {"status": "ok"})
+                failed = health.failed is not None
+                code, body = (500, {"status": "failed"}) if failed else (200, {"status": "ok"})
                 self._send(code, json.dumps(body).encode(), "application/json")
             elif self.path == "/ready":
                 code = 200 if health.ready else 503
@@ -166,7 +167,10 @@ class Runner:
         if done:
             offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(done.items())]
             try:
-                self.consumer.commit(offsets=offsets, asynchronous=not wait)
+                if wait:
+                    self.consumer.commit(offsets=offsets, asynchronous=False)
+                else:
+                    self.consumer.commit(offsets=offsets, asynchronous=True)
             except KafkaException as err:
                 # A commit lost to a rebalance only means re-delivery: at-least-once holds.
                 log.warning("offset commit failed", extra={"error": str(err)})
@@ -190,7 +194,7 @@ class Runner:
 
     # -- messages ---------------------------------------------------------------------------
     def _produce(self, topic: str, value: bytes | None, key: bytes | None,
-                 headers: list[tuple[str, bytes]] | None, batch: _Batch) -> None:
+                 headers: list[Any] | None, batch: _Batch) -> None:
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=headers,
@@ -201,7 +205,7 @@ class Runner:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
 
     def _dead_letter(self, msg: Message, cause: str, error: str, batch: _Batch) -> None:
-        headers = list(msg.headers() or [])
+        headers: list[Any] = list(msg.headers() or [])
         headers += [
             ("veil.error.type", cause.encode()),
             ("veil.error.message", error[:1000].encode("utf-8", "replace")),
@@ -225,7 +229,7 @@ class Runner:
             if msg.error() is not None:
                 log.warning("consumer error", extra={"error": str(msg.error())})
                 continue
-            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1  # type: ignore[operator]
+            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1  # type: ignore[index,operator]
             try:
                 payload = loads(msg.value())  # type: ignore[arg-type]
                 if not isinstance(payload, dict):

@@ -43,7 +43,7 @@ class ConfigError(Exception):
 
 
 COMMON_ENV: tuple[EnvVar, ...] = (
-    EnvVar("VEIL_ENTRYPOINT", None, "The customer's callable, `module:function` or `module:Class`."),
+    EnvVar("VEIL_ENTRYPOINT", None, "The customer's callable: module:function or module:Class."),
     EnvVar("LOG_LEVEL", "INFO", "Log level of the JSON logs: DEBUG, INFO, WARNING, ERROR."),
 )
 
@@ -53,7 +53,7 @@ FLASK_ENV: tuple[EnvVar, ...] = (
     EnvVar("HTTP_PORT", "8080", "Port gunicorn binds to.", "int"),
     EnvVar("WEB_CONCURRENCY", "2", "Number of gunicorn worker processes.", "int"),
     EnvVar("GUNICORN_THREADS", "1", "Threads per worker (more than 1 selects gthread).", "int"),
-    EnvVar("GUNICORN_TIMEOUT", "30", "Seconds before a silent worker is killed and restarted.", "int"),
+    EnvVar("GUNICORN_TIMEOUT", "30", "Seconds before a silent worker is restarted.", "int"),
     EnvVar("MAX_REQUEST_BYTES", "1048576", "Largest accepted request body (413 above).", "int"),
     EnvVar("ACCESS_LOG", "true", "Write one JSON log line per request.", "bool"),
 )
