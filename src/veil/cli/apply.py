@@ -130,10 +130,14 @@ def _show_plan(doc: Loaded, resolved: ResolvedMesh, options: ApplyOptions) -> No
         out.print(env)
     where = options.target / ("helm" if options.output == "helm_chart" else "manifests")
     release = options.release or mesh.policy.namespace.lower()
-    out.print(f"would upload {len(resolved.services)} session(s) to namespace "
-              f"{resolved.namespace} on {cas_url}")
+    out.print(f"would upload {len(resolved.services)} session(s) to CAS {cas_name} "
+              f"({cas_url}):", soft_wrap=True)
+    for s in resolved.services.values():
+        out.print(f"  session {resolved.namespace}/{s.session}  (service {s.name}, "
+                  f"{len(s.program_env)} variables, {len(s.injection_files)} injection files)",
+                  soft_wrap=True)
     out.print(f"would write {'a Helm chart' if options.output == 'helm_chart' else 'manifests'}"
-              f" to {where}/ (release {release})")
+              f" to {where}/ (release {release})", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
