@@ -17,7 +17,7 @@ from pathlib import Path
 from veil.errors import OperationalError
 from veil.image.interpreter import INTERPRETER_LABEL, interpreter_of_rootfs
 from veil.image.push import push_image
-from veil.image.tools import require, run_tool, tail
+from veil.image.tools import container_env, require, run_tool, tail
 
 __all__ = ["DEFAULT_BASE", "DEFAULT_MIRROR", "SUITE", "create_python_base"]
 
@@ -77,17 +77,7 @@ def _rootfs_tarball(cache: Path | None, mirror: str, progress: Callable[[str], N
     return tarball
 
 
-def create_python_base(
-    to: str,
-    *,
-    cache: Path | None = None,
-    mirror: str = DEFAULT_MIRROR,
-    push: bool = True,
-    progress: Callable[[str], None] = lambda _m: None,
-) -> str | None:
-    """Build the base image `to`; returns the pushed digest (None with push=False)."""
-    tarball = _rootfs_tarball(cache, mirror, progress)
-    what = f"building base image {to}"
+def _import(tarball: Path, to: str, what: str, progress: Callable[[str], None]) -> None:
     progress("importing the root filesystem")
     cid = run_tool(["buildah", "from", "scratch"], what=what).stdout.decode().strip()
     try:
@@ -113,6 +103,33 @@ def create_python_base(
     finally:
         if cid:
             run_tool(["buildah", "rm", cid], what=what)
+
+
+def create_python_base(
+    to: str,
+    *,
+    cache: Path | None = None,
+    mirror: str = DEFAULT_MIRROR,
+    push: bool = True,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> str | None:
+    """Build the base image `to`; returns the pushed digest (None with push=False)."""
+    tarball = _rootfs_tarball(cache, mirror, progress)
+    what = f"building base image {to}"
+    # With a cache, the imported image is kept under a local name tied to the tarball, so the
+    # next `base create` (another registry, a new test session) only tags and pushes it.
+    st = tarball.stat()
+    cached = f"localhost/veil-base-cache:{st.st_size}-{st.st_mtime_ns}" if cache else None
+    if cached and subprocess.run(
+        ["buildah", "inspect", "--type", "image", cached], capture_output=True,
+        env=container_env(), check=False,
+    ).returncode == 0:
+        progress(f"using cached base image {cached}")
+        run_tool(["buildah", "tag", cached, to], what=what)
+    else:
+        _import(tarball, to, what, progress)
+        if cached:
+            run_tool(["buildah", "tag", to, cached], what=what)
     if not push:
         return None
     progress(f"pushing {to}")

@@ -22,7 +22,7 @@ from typing import Any
 from veil.errors import OperationalError
 from veil.fsutil import replace_dir
 from veil.image.base import DEFAULT_BASE
-from veil.image.context import stage_context
+from veil.image.context import measure_context, stage_context
 from veil.image.index import IndexEntry, LocalIndex
 from veil.image.interpreter import Interpreter, interpreter_of_image
 from veil.image.push import push_image
@@ -32,7 +32,6 @@ from veil.image.tools import container_env, require, run_tool, tls_flag
 from veil.manifest.description import LABEL_KEY, ServiceDescription
 from veil.manifest.load import Positions
 from veil.manifest.models import GenService
-from veil.runtime.measure import digest_of, scan
 
 __all__ = ["BaseImage", "BuildResult", "build_service", "resolve_base"]
 
@@ -147,12 +146,7 @@ def build_service(
             svc, manifest.parent, tmp, base=base.pinned, site_packages=interp.site_packages,
             requirements_dir=req_dir, interpreter_paths=interp.paths, positions=positions,
         )
-        staged = ctx.plan
-        app_plan = type(staged)(
-            roots=[r for r in staged.roots if r not in interp.paths], command=staged.command,
-            pwd=staged.pwd, local_env=staged.local_env, exclude=staged.exclude,
-        )
-        measurement = digest_of(scan(str(tmp / "rootfs"), app_plan) + interp.entries, staged)
+        measurement = measure_context(ctx, interp.paths, interp.entries)
         desc = ServiceDescription.from_genservice(svc).model_copy(update={
             "measurement": measurement, "base_image": base.name, "base_digest": base.digest,
         })

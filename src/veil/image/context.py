@@ -18,9 +18,9 @@ from pathlib import Path
 from veil.errors import ManifestError, Problem
 from veil.manifest.load import Positions, format_path
 from veil.manifest.models import GenService
-from veil.runtime.measure import PLAN_PATH, MeasurementPlan
+from veil.runtime.measure import PLAN_PATH, FileEntry, MeasurementPlan, digest_of, scan
 
-__all__ = ["LAUNCHER_DIR", "RUNTIME_MODULES", "BuildContext", "stage_context"]
+__all__ = ["LAUNCHER_DIR", "RUNTIME_MODULES", "BuildContext", "measure_context", "stage_context"]
 
 LAUNCHER_DIR = "/opt/veil"
 RUNTIME_MODULES = ("__init__.py", "der.py", "launcher.py", "measure.py")
@@ -167,3 +167,19 @@ def stage_context(
     (ctx_dir / "Containerfile").write_text(containerfile)
     (ctx_dir / ".containerignore").write_text("description.json\n")
     return BuildContext(dir=ctx_dir, plan=plan, containerfile=containerfile, copied=copied)
+
+
+def measure_context(
+    ctx: BuildContext, interpreter_paths: list[str], interpreter_entries: list[FileEntry]
+) -> str:
+    """The measurement of the image this context builds, computed from the staged files.
+
+    The staged tree holds everything the build adds; the interpreter comes from the base image
+    (its entries read once from the base). The launcher computes the same value from `/`.
+    """
+    staged = ctx.plan
+    own = MeasurementPlan(
+        roots=[r for r in staged.roots if r not in interpreter_paths], command=staged.command,
+        pwd=staged.pwd, local_env=staged.local_env, exclude=staged.exclude,
+    )
+    return digest_of(scan(str(ctx.dir / "rootfs"), own) + interpreter_entries, staged)
