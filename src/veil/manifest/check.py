@@ -187,7 +187,7 @@ def _check_mesh(loaded: Loaded, col: ProblemCollector) -> None:
     for i, cas in cas_items:
         alias = cas.get("alias")
         roles_given: list[Any] = alias if isinstance(alias, list) else []
-        for role in roles_given:
+        for role in (r for r in roles_given if isinstance(r, str)):
             if role in roles:
                 col.extend([pos.problem(f"role `{role}` is given to two CAS entries",
                                         ("cas", i, "alias"), value=str(role),

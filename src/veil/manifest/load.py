@@ -174,6 +174,12 @@ def parse_yaml(text: str, file: str) -> Any:
     except YAMLError as err:
         raise ManifestError([Problem(f"invalid YAML: {err}", file=file)],
                             summary=f"{file} is not valid YAML") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
+            NotImplementedError) as err:
+        # ruamel.yaml lets some errors through unwrapped (`!!int "abc"`, odd comment placement)
+        raise ManifestError([Problem(f"invalid YAML: cannot construct a value: {err}",
+                                     file=file)],
+                            summary=f"{file} is not valid YAML") from None
     docs = [d for d in docs if d is not None]
     if len(docs) > 1:
         raise ManifestError(
