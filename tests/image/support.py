@@ -38,10 +38,13 @@ def need(*tools: str) -> None:
 
 
 def use_project_containers_conf() -> None:
-    """buildah/podman in tests use the project's settings (overlay, runc, host network)."""
-    os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS / "containers.conf"))
-    os.environ.setdefault("CONTAINERS_STORAGE_CONF", str(CONTAINERS / "storage.conf"))
-    os.environ.setdefault("CONTAINERS_REGISTRIES_CONF", str(CONTAINERS / "registries.conf"))
+    """buildah/podman in tests use Veil's settings (overlay, runc, host network)."""
+    if os.environ.get("CONTAINERS_CONF"):
+        return
+    from veil.image.tools import write_container_confs
+
+    conf_dir = Path(tempfile.gettempdir()) / f"veil-test-containers-{os.getpid()}"
+    os.environ.update(write_container_confs(conf_dir))
 
 
 def _start_registry() -> tuple[str, subprocess.Popen[bytes], Path]:

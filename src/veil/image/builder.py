@@ -25,7 +25,7 @@ from veil.image.base import DEFAULT_BASE
 from veil.image.context import measure_context, stage_context
 from veil.image.index import IndexEntry, LocalIndex
 from veil.image.interpreter import Interpreter, interpreter_of_image
-from veil.image.push import push_image
+from veil.image.push import check_registry, push_image
 from veil.image.reference import parse_reference
 from veil.image.requirements import install_requirements
 from veil.image.tools import container_env, require, run_tool, tls_flag
@@ -134,6 +134,8 @@ def build_service(
 ) -> BuildResult:
     b = svc.build
     parse_reference(b.to, field="build.to")
+    if push and not dry_run:
+        check_registry(b.to)
     base = resolve_base(b.from_ or DEFAULT_BASE, progress)
     req_dir = None
     if b.requirements:

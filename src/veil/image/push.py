@@ -8,7 +8,7 @@ from pathlib import Path
 from veil.image.reference import parse_reference
 from veil.image.tools import run_tool, tls_flag
 
-__all__ = ["push_image"]
+__all__ = ["check_registry", "push_image"]
 
 
 def push_image(image: str) -> str:
@@ -23,3 +23,23 @@ def push_image(image: str) -> str:
             "(or build with --no-push to keep the image local)",
         )
         return digestfile.read_text().strip()
+
+
+def check_registry(image: str) -> None:
+    """Fail fast, before building, when the registry of `image` does not answer at all."""
+    import httpx
+
+    from veil.errors import OperationalError
+    from veil.image.tools import is_loopback
+
+    ref = parse_reference(image)
+    scheme = "http" if is_loopback(image) else "https"
+    try:
+        httpx.get(f"{scheme}://{ref.host}/v2/", timeout=10)
+    except httpx.HTTPError as err:
+        raise OperationalError(
+            f"pushing {image} to the registry {ref.host} failed: the registry does not answer "
+            f"({err.__class__.__name__}: {err})",
+            hint=f"check that the registry {ref.host} is running and reachable "
+            "(or build with --no-push to keep the image local)",
+        ) from None

@@ -26,6 +26,7 @@ __all__ = [
     "require",
     "run_tool",
     "tls_flag",
+    "write_container_confs",
 ]
 
 CONTAINERS_CONF = """\
@@ -34,6 +35,9 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 netns = "host"
 
 [engine]
+# conmon runs `podman container cleanup` when the container exits; without these it reads the
+# system's settings, fails, and every `podman run` waits out a 20 s timeout.
+conmon_env_vars = [{conmon_env}]
 cgroup_manager = "cgroupfs"
 runtime = "runc"
 events_logger = "file"
@@ -67,17 +71,30 @@ _FILES = {
 }
 
 
+def write_container_confs(conf_dir: Path) -> dict[str, str]:
+    """Write Veil's three settings files into `conf_dir`; returns the variables naming them."""
+    paths = {var: conf_dir / name for var, (name, _) in _FILES.items()}
+    conmon_env = ", ".join(
+        f'"{k}={v}"' for k, v in [("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+                                           "/sbin:/bin"), *sorted(paths.items())]
+    )
+    for var, (_, text) in _FILES.items():
+        text = text.replace("{conmon_env}", conmon_env)
+        path = paths[var]
+        if not path.exists() or path.read_text() != text:
+            atomic_write_text(path, text)
+    return {var: str(p) for var, p in paths.items()}
+
+
 def container_env() -> dict[str, str]:
     """The environment for buildah/podman/skopeo: the user's, plus Veil's settings files."""
     env = dict(os.environ)
-    conf_dir = home_dir() / "containers"
-    for var, (name, text) in _FILES.items():
-        if env.get(var):
-            continue
-        path = conf_dir / name
-        if not path.exists() or path.read_text() != text:
-            atomic_write_text(path, text)
-        env[var] = str(path)
+    if all(env.get(var) for var in _FILES):
+        return env
+    for var, path in write_container_confs(home_dir() / "containers").items():
+        env.setdefault(var, path)
+        if not env[var]:
+            env[var] = path
     return env
 
 
