@@ -85,19 +85,22 @@ def main() -> None:
     print(f"{'services':>8} {'step':<15} {'median ms':>10} {'ms/service':>10} "
           f"{'x baseline':>10} {'peak MiB':>9}")
     for n in (int(s) for s in args.sizes.split(",")):
-        text = mesh_text(n)
-        descs = {d.image: d for d in (description(i) for i in range(n))}
-        steps: dict[str, Callable[[], object]] = {
-            "baseline parse": lambda: YAML(typ="rt").load(io.StringIO(text)),
-            "load+resolve": lambda: resolve_mesh(load_mesh("bench.yaml", text), descs),
-            "print-defaults": lambda: print_defaults(text, "bench.yaml", descs),
-        }
-        base = median_time(steps["baseline parse"], args.repeat)
-        for name, fn in steps.items():
-            t = base if name == "baseline parse" else median_time(fn, args.repeat)
-            print(f"{n:>8} {name:<15} {t * 1e3:>10.1f} {t * 1e3 / n:>10.3f} "
-                  f"{t / base:>10.2f} {peak_mib(fn):>9.1f}", flush=True)
+        run_size(n, args.repeat)
 
+
+def run_size(n: int, repeat: int) -> None:
+    text = mesh_text(n)
+    descs = {d.image: d for d in (description(i) for i in range(n))}
+    steps: dict[str, Callable[[], object]] = {
+        "baseline parse": lambda: YAML(typ="rt").load(io.StringIO(text)),
+        "load+resolve": lambda: resolve_mesh(load_mesh("bench.yaml", text), descs),
+        "print-defaults": lambda: print_defaults(text, "bench.yaml", descs),
+    }
+    base = median_time(steps["baseline parse"], repeat)
+    for name, fn in steps.items():
+        t = base if name == "baseline parse" else median_time(fn, repeat)
+        print(f"{n:>8} {name:<15} {t * 1e3:>10.1f} {t * 1e3 / n:>10.3f} "
+              f"{t / base:>10.2f} {peak_mib(fn):>9.1f}", flush=True)
 
 if __name__ == "__main__":
     main()
