@@ -67,6 +67,38 @@ def free_port() -> int:
 
 
 # -- process helpers ------------------------------------------------------------------------
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its live descendants.
+
+    Unlike requests/s, this hardly depends on what else the machine runs at the same time.
+    """
+    ticks = 0
+    for p in _descendants(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants."""
     children: dict[int, list[int]] = {}
@@ -137,7 +169,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, seconds: int, lua: Path) -> tuple[float, float]:
+def wrk(url: str, seconds: int, lua: Path) -> tuple[float, float, int]:
     out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(lua), url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -146,7 +178,8 @@ def wrk(url: str, seconds: int, lua: Path) -> tuple[float, float]:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise RuntimeError(f"{url}: {non2xx.group(1)} error responses")
-    return rps, p99
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return rps, p99, total
 
 
 def start_http(name: str, work: Path, port: int) -> subprocess.Popen[bytes]:
@@ -205,38 +238,49 @@ def bench_http(work: Path, rounds: int, seconds: int, with_bento: bool) -> list[
             (work / "bento" / "service.py").write_text(BENTO)
             names.append("bentoml")
     results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
-    peaks: dict[str, float] = {}
-    for name in names:
-        port = free_port()
-        proc = start_http(name, work, port)
-        url = f"http://127.0.0.1:{port}/predict"
-        try:
-            wait_http(url, proc, 120 if name == "bentoml" else 30)
-        except RuntimeError as err:
-            notes[name] = f"did not start: {err}"
-            stop(proc)
-            continue
-        try:
-            wrk(url, 2, lua)  # warm-up
-            rss = PeakRss(proc.pid)
-            for _ in range(rounds):
-                results[name].append(wrk(url, seconds, lua))
-            peaks[name] = rss.stop()
-        except (RuntimeError, subprocess.CalledProcessError) as err:
-            notes[name] = f"failed: {err}"
-        finally:
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    procs: dict[str, tuple[subprocess.Popen[bytes], str, PeakRss]] = {}
+    try:
+        for name in names:
+            port = free_port()
+            proc = start_http(name, work, port)
+            url = f"http://127.0.0.1:{port}/predict"
+            try:
+                wait_http(url, proc, 120 if name == "bentoml" else 30)
+                wrk(url, 2, lua)  # warm-up
+            except (RuntimeError, subprocess.CalledProcessError) as err:
+                notes[name] = f"did not start: {err}"
+                stop(proc)
+                continue
+            procs[name] = (proc, url, PeakRss(proc.pid))
+        # Rounds interleave the contenders, so a change in the machine's load hits all alike.
+        for _ in range(rounds):
+            for name, (_, url, _) in procs.items():
+                try:
+                    before = tree_cpu_seconds(procs[name][0].pid)
+                    rps, p99, total = wrk(url, seconds, lua)
+                    cpu[name].append((tree_cpu_seconds(procs[name][0].pid) - before) / total)
+                    results[name].append((rps, p99))
+                except (RuntimeError, subprocess.CalledProcessError) as err:
+                    notes[name] = f"failed: {err}"
+    finally:
+        peaks = {name: rss.stop() for name, (_, _, rss) in procs.items()}
+        for proc, _, _ in procs.values():
             stop(proc)
     rows = []
     base = statistics.median(r for r, _ in results["handwritten"]) if results["handwritten"] else 0
     for name in [*names, *(n for n in notes if n not in names)]:
         runs = results.get(name, [])
         if not runs:
-            rows.append([name, "-", "-", "-", "-", notes.get(name, "no result")])
+            rows.append([name, "-", "-", "-", "-", "-", notes.get(name, "no result")])
             continue
         rps = statistics.median(r for r, _ in runs)
         p99 = statistics.median(p for _, p in runs)
+        us = statistics.median(cpu[name]) * 1e6
+        base_us = statistics.median(cpu["handwritten"]) * 1e6
         rows.append([name, f"{rps:,.0f} req/s", f"{p99:.1f} ms", f"{rps / base:.2f}x",
-                     f"{peaks.get(name, 0):.0f} MB", notes.get(name, "")])
+                     f"{us:,.0f} us ({base_us / us:.2f}x)", f"{peaks.get(name, 0):.0f} MB",
+                     notes.get(name, "")])
     return rows
 
 
@@ -390,7 +434,7 @@ def bench_kafka(work: Path, rounds: int, n: int) -> list[list[str]]:
         stop(broker)
     base = statistics.median(x for x, _ in runs["bare-loop"])
     return [[name, f"{statistics.median(x for x, _ in v):,.0f} msg/s", "-",
-             f"{statistics.median(x for x, _ in v) / base:.2f}x",
+             f"{statistics.median(x for x, _ in v) / base:.2f}x", "-",
              f"{max(m for _, m in v):.0f} MB", f"{n:,} messages, batches of 500"]
             for name, v in runs.items()]
 
@@ -411,8 +455,11 @@ if __name__ == "__main__":
         if a.only != "http":
             (Path(tmp) / "kafka").mkdir()
             rows += bench_kafka(Path(tmp) / "kafka", a.rounds, a.messages)
-    head = ["contender", "median rate", "median p99", "ratio", "peak RSS", "note"]
+    head = ["contender", "median rate", "median p99", "ratio", "server CPU/request (ratio)",
+            "peak RSS", "note"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, ["-" * w for w in widths], *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    print("ratio: to handwritten (HTTP) / bare-loop (Kafka), measured in this run")
+    print("ratio: to handwritten (HTTP) / bare-loop (Kafka), measured in this run; "
+          "CPU/request: user+system time of the server's processes per request, which depends "
+          "far less on the machine's other load than requests/s")

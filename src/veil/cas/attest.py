@@ -33,6 +33,7 @@ from veil.policy.session import SessionDoc
 __all__ = ["NONCE_TTL", "issue_nonce", "provision"]
 
 NONCE_TTL = 60
+_USE_NONCE = insert(used_nonces)
 _SWEEP_EVERY = 1024
 
 
@@ -85,16 +86,17 @@ def _check_nonce(cas: Cas, config_id: str, nonce: str) -> int:
     return int(expires)
 
 
-def _materials(cas: Cas, namespace: str, doc: SessionDoc) -> dict[str, Material]:
+def _materials(cas: Cas, head: Head, doc: SessionDoc) -> dict[str, Material]:
     """Own secrets plus imported ones (the exporter must still export to us)."""
-    out = cas.materials(namespace, doc.name)
+    namespace = head.namespace
+    out = cas.materials(namespace, doc.name, at=head.hash)
     for s in doc.secrets:
         if s.import_ is None:
             continue
         src_ns, _, src_name = s.import_.session.rpartition("/")
         src_ns = src_ns or namespace
-        head = cas.head(src_ns, src_name)
-        src = cas.document(head) if head else None
+        src_head = cas.head(src_ns, src_name)
+        src = cas.document(src_head) if src_head else None
         d = src.secret(s.import_.secret or s.name) if src else None
         if d is None or not any(
             t.session == doc.name and (t.namespace or src_ns) == namespace for t in d.export
@@ -107,10 +109,10 @@ def _materials(cas: Cas, namespace: str, doc: SessionDoc) -> dict[str, Material]
     return out
 
 
-def _configuration(cas: Cas, namespace: str, doc: SessionDoc, service: str) -> dict[str, Any]:
+def _configuration(cas: Cas, head: Head, doc: SessionDoc, service: str) -> dict[str, Any]:
     svc = doc.service(service)
     assert svc is not None
-    mats = _materials(cas, namespace, doc)
+    mats = _materials(cas, head, doc)
     try:
         env = {k: substitute(v, mats) for k, v in sorted(svc.environment.items())}
         command = svc.command if isinstance(svc.command, list) else shlex.split(svc.command)
@@ -145,10 +147,10 @@ def provision(cas: Cas, evidence: Evidence) -> dict[str, Any]:
                 f"(got {measurement}, the session allows "
                 f"{len(svc.attestation.measurement)} other value(s))",
             )
-        config = _configuration(cas, head.namespace, doc, service)
+        config = _configuration(cas, head, doc, service)
         try:
-            with cas.engine.begin() as conn:
-                conn.execute(insert(used_nonces).values(nonce=evidence.nonce[:44], expires=expires))
+            with cas.write() as conn:
+                conn.execute(_USE_NONCE, {"nonce": evidence.nonce[:44], "expires": expires})
                 audit.append(
                     conn,
                     cas.keys.audit,
@@ -183,5 +185,5 @@ def _sweep(cas: Cas) -> None:
     _counter += 1
     if _counter % _SWEEP_EVERY:
         return
-    with cas.engine.begin() as conn:
+    with cas.write() as conn:
         conn.execute(delete(used_nonces).where(used_nonces.c.expires < int(time.time()) - 5))

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from veil.cas.store import GENESIS, audit, audit_head
 
@@ -27,17 +27,26 @@ def _mac(key: bytes, prev: str, entry: str) -> str:
     return hmac.new(key, f"{prev}\n{entry}".encode(), hashlib.sha256).hexdigest()
 
 
+_LOCK_HEAD = (
+    select(audit_head.c.seq, audit_head.c.mac).where(audit_head.c.id == 1).with_for_update()
+)
+_INSERT = insert(audit)
+_MOVE_HEAD = (
+    update(audit_head)
+    .where(audit_head.c.id == 1)
+    .values(seq=bindparam("new_seq"), mac=bindparam("new_mac"))
+)
+
+
 def append(conn: Connection, key: bytes, event: str, **fields: Any) -> int:
     """Append one entry inside the caller's transaction; returns its sequence number."""
-    head = conn.execute(
-        select(audit_head.c.seq, audit_head.c.mac).where(audit_head.c.id == 1).with_for_update()
-    ).one()
+    head = conn.execute(_LOCK_HEAD).one()
     seq = int(head.seq) + 1
     data = {"event": event, "seq": seq, "time": dt.datetime.now(dt.UTC).isoformat(), **fields}
     entry = json.dumps(data, sort_keys=True, separators=(",", ":"))
     mac = _mac(key, head.mac, entry)
-    conn.execute(insert(audit).values(seq=seq, entry=entry, prev=head.mac, mac=mac))
-    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, mac=mac))
+    conn.execute(_INSERT, {"seq": seq, "entry": entry, "prev": head.mac, "mac": mac})
+    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_mac": mac})
     return seq
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, bindparam, select
 
 from veil.cas import audit
 from veil.cas.secrets import Material, open_sealed
@@ -19,6 +21,18 @@ from veil.policy.session import CREATOR, SessionDoc
 __all__ = ["Cas", "Head", "Refusal", "allowed", "now_iso"]
 
 ANY = "ANY"
+
+# built once: constructing a statement costs more than running it from the compiled cache
+_HEAD = select(session_heads).where(
+    session_heads.c.namespace == bindparam("ns"), session_heads.c.name == bindparam("name")
+)
+_HEAD_HASH = select(session_heads.c.hash).where(
+    session_heads.c.namespace == bindparam("ns"), session_heads.c.name == bindparam("name")
+)
+_DOC = select(session_versions.c.document).where(session_versions.c.hash == bindparam("h")).limit(1)
+_SECRETS = select(secrets_t.c.name, secrets_t.c.fingerprint, secrets_t.c.sealed).where(
+    secrets_t.c.namespace == bindparam("ns"), secrets_t.c.session == bindparam("name")
+)
 
 
 class Refusal(Exception):
@@ -57,15 +71,27 @@ class Cas:
     engine: Engine  # writes (on SQLite: BEGIN IMMEDIATE)
     keys: Keyring
     reader: Engine | None = None  # reads; None = `engine`
+    gate: Callable[[], AbstractContextManager[None]] | None = None  # see store.write_gate
     # versions are immutable, so a parsed document is cached by its hash; materials are
     # cached by (place, fingerprint) as a sealed value only changes with its definition
     _docs: dict[str, SessionDoc] = field(default_factory=dict)
     _materials: dict[tuple[str, str], Material] = field(default_factory=dict)
+    _by_version: dict[str, dict[str, Material]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction."""
+        if self.gate is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self.gate(), self.engine.begin() as conn:
+            yield conn
 
     def audit_event(self, event: str, **fields: Any) -> None:
         """Record an event in a transaction of its own (refusals, reads)."""
-        with self.engine.begin() as conn:
+        with self.write() as conn:
             audit.append(conn, self.keys.audit, event, **fields)
 
     @property
@@ -74,11 +100,7 @@ class Cas:
 
     def head(self, namespace: str, name: str) -> Head | None:
         with self.r.connect() as conn:
-            row = conn.execute(
-                select(session_heads).where(
-                    session_heads.c.namespace == namespace, session_heads.c.name == name
-                )
-            ).first()
+            row = conn.execute(_HEAD, {"ns": namespace, "name": name}).first()
         if row is None:
             return None
         return Head(row.namespace, row.name, row.version, row.hash, row.creator)
@@ -88,11 +110,7 @@ class Cas:
         if doc is not None:
             return doc
         with self.r.connect() as conn:
-            text = conn.execute(
-                select(session_versions.c.document)
-                .where(session_versions.c.hash == head.hash)
-                .limit(1)
-            ).scalar_one()
+            text = conn.execute(_DOC, {"h": head.hash}).scalar_one()
         doc = SessionDoc.model_validate(json.loads(text))
         with self._lock:
             if len(self._docs) > 10_000:
@@ -100,14 +118,19 @@ class Cas:
             self._docs[head.hash] = doc
         return doc
 
-    def materials(self, namespace: str, session: str) -> dict[str, Material]:
-        """Every stored secret of one session, opened."""
+    def materials(self, namespace: str, session: str, at: str | None = None) -> dict[str, Material]:
+        """Every stored secret of one session, opened. With `at` (the version's hash the caller
+        read), the result is cached for that version: secrets change only with the version."""
+        if at is not None:
+            hit = self._by_version.get(at + namespace + "/" + session)
+            if hit is not None:
+                return dict(hit)
         with self.r.connect() as conn:
-            rows = conn.execute(
-                select(secrets_t.c.name, secrets_t.c.fingerprint, secrets_t.c.sealed).where(
-                    secrets_t.c.namespace == namespace, secrets_t.c.session == session
-                )
-            ).all()
+            rows = conn.execute(_SECRETS, {"ns": namespace, "name": session}).all()
+            # read after the secrets: if the head is still `at`, they belong to that version
+            current = conn.execute(
+                _HEAD_HASH, {"ns": namespace, "name": session}
+            ).scalar_one_or_none()
         out: dict[str, Material] = {}
         for row in rows:
             place = f"{namespace}/{session}/{row.name}"
@@ -120,4 +143,9 @@ class Cas:
                         self._materials.clear()
                     self._materials[key] = m
             out[row.name] = m
+        if at is not None and current == at:
+            with self._lock:
+                if len(self._by_version) > 10_000:
+                    self._by_version.clear()
+                self._by_version[at + namespace + "/" + session] = dict(out)
         return out

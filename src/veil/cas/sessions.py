@@ -177,7 +177,7 @@ def create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> S
     writes, _ = _plan_secrets(cas, namespace, doc)
     h = session_hash(doc)
     try:
-        with cas.engine.begin() as conn:
+        with cas.write() as conn:
             owner = conn.execute(
                 select(namespaces.c.owner).where(namespaces.c.name == namespace)
             ).scalar_one_or_none()
@@ -247,7 +247,7 @@ def update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> S
     writes, removed = _plan_secrets(cas, namespace, doc)
     h = session_hash(doc)
     try:
-        with cas.engine.begin() as conn:
+        with cas.write() as conn:
             problems = check_imports(conn, cas, namespace, doc)
             if problems:
                 raise Refusal(422, "; ".join(problems))

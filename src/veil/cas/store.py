@@ -10,6 +10,10 @@ SQLite transactions start with BEGIN IMMEDIATE for the same serial order.
 
 from __future__ import annotations
 
+import fcntl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
@@ -45,6 +49,7 @@ __all__ = [
     "session_heads",
     "session_versions",
     "used_nonces",
+    "write_gate",
 ]
 
 metadata = MetaData()
@@ -186,3 +191,34 @@ def make_engine(url: str) -> Engine:
         if "already exists" not in str(err) and "duplicate key" not in str(err):
             raise
     return engine
+
+
+@contextmanager
+def _no_gate() -> Iterator[None]:
+    yield
+
+
+def write_gate(url: str) -> Any:
+    """Serializes write transactions on SQLite without SQLite's busy loop.
+
+    SQLite makes a waiting writer sleep and poll (up to tens of milliseconds per try); with a
+    lock of our own, one per process (threads) and one per file (worker processes and replicas,
+    `flock`), a writer wakes the moment the previous one commits. PostgreSQL needs none.
+    """
+    if not url.startswith("sqlite") or ":memory:" in url:
+        return _no_gate
+    from sqlalchemy.engine import make_url
+
+    path = f"{make_url(url).database}.writelock"
+    local = threading.Lock()
+
+    @contextmanager
+    def gate() -> Iterator[None]:
+        with local, open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    return gate
