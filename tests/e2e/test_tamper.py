@@ -1,0 +1,188 @@
+"""End to end: image → CAS session from its description → podman run → attested program.
+
+Real registry, buildah, podman and CAS (`veil cas serve`); the launcher inside the image attests
+with simulation evidence to a debug-mode session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Cas
+from tests.image.support import hello_service, need
+from veil.cli import main
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def veil(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    rc = main(list(args))
+    cap = capsys.readouterr()
+    assert rc == 0, cap.out + cap.err
+    return cap.out
+
+
+def build(capsys: pytest.CaptureFixture[str], manifest: Path) -> dict[str, object]:
+    veil(capsys, "apply", "-f", str(manifest))
+    image = next(ln.split("to: ", 1)[1] for ln in manifest.read_text().splitlines()
+                 if ln.strip().startswith("to: "))
+    desc: dict[str, object] = json.loads(veil(capsys, "inspect", image.strip()))
+    return desc
+
+
+def session_from(desc: dict[str, object], name: str, mode: str = "debug") -> dict[str, object]:
+    """A session made from what `veil inspect` prints, plus the value of API_USER."""
+    env = {e["name"]: e["value"] for e in desc["local_env"]}  # type: ignore[attr-defined]
+    env["API_USER"] = "myself"
+    return {
+        "version": "0.3", "name": name,
+        "security": {"attestation": {"mode": mode}},
+        "services": [{
+            "name": "hello", "image_name": "hello_image", "command": desc["command"],
+            "pwd": desc["pwd"], "environment": env,
+            "attestation": {"measurement": [desc["measurement"]]},
+        }],
+        "secrets": [{"name": s["name"], "kind": s["kind"], "size": s["size"]}
+                    for s in desc["secrets"]],  # type: ignore[attr-defined]
+        "images": [{"name": "hello_image"}],
+    }
+
+
+def podman_run(image: str, cas: Cas, config_id: str, *extra: str
+               ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", "run", "--rm", "--init", "--tls-verify=false", *extra,
+         "-e", f"SCONE_CONFIG_ID={config_id}", "-e", f"SCONE_CAS_ADDR={cas.addr}",
+         "-e", f"SCONE_CAS_KEY={cas.key}", image],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def hello(registry: str, base_image: str, cas: Cas, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[tuple[Path, str]]:
+    """The hello-user image built and its debug session created: (source dir, config id)."""
+    need("buildah", "podman")
+    tmp = tmp_path_factory.mktemp("e2e")
+    manifest = hello_service(tmp / "src", registry, base_image, name="e2e-hello")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VEIL_HOME", str(tmp / "home"))
+        mp.setenv("VEIL_CONFIG_DIR", str(tmp / "config"))
+        mp.chdir(tmp / "src")
+        assert main(["apply", "-f", str(manifest)]) == 0
+        desc = json.loads((tmp / "src/target/e2e-hello/description.json").read_text())
+        doc = tmp / "session.json"
+        doc.write_text(json.dumps(session_from(desc, "hello")))
+        assert main(["session", "create", "-f", str(doc), "-n", "e2e", "--cas", cas.addr,
+                     "--cas-key", cas.key]) == 0
+        yield tmp / "src", "e2e/hello/hello"
+
+
+def checksum_line(out: str) -> str:
+    return next(ln for ln in out.splitlines() if "checksum" in ln)
+
+
+def test_program_gets_its_provisioned_configuration(hello: tuple[Path, str], registry: str,
+                                                    cas: Cas) -> None:
+    _, config_id = hello
+    proc = podman_run(f"{registry}/test/e2e-hello:1", cas, config_id)
+    assert proc.returncode == 0, proc.stderr
+    assert "Hello myself" in proc.stdout
+    line = checksum_line(proc.stdout)
+    assert len(line.rsplit(" ", 1)[1]) == 64
+    # the password CAS generated is kept: a second start sees the same one
+    again = podman_run(f"{registry}/test/e2e-hello:1", cas, config_id)
+    assert checksum_line(again.stdout) == line
+
+
+def test_container_env_cannot_override_provisioned_values(hello: tuple[Path, str],
+                                                          registry: str, cas: Cas) -> None:
+    _, config_id = hello
+    plain = podman_run(f"{registry}/test/e2e-hello:1", cas, config_id)
+    forced = podman_run(f"{registry}/test/e2e-hello:1", cas, config_id,
+                        "-e", "API_PASSWORD=x", "-e", "API_USER=mallory")
+    assert forced.returncode == 0, forced.stderr
+    assert "Hello myself" in forced.stdout and "mallory" not in forced.stdout
+    assert checksum_line(forced.stdout) == checksum_line(plain.stdout)
+    assert hashlib.sha256(b"x").hexdigest() not in forced.stdout
+
+
+def _tampered(src: Path, registry: str, base: str, name: str, *, program_suffix: str = "",
+              command: str | None = None) -> Path:
+    program = (src / "print_env.py").read_text() + program_suffix
+    manifest = hello_service(src.parent / name, registry, base, name="e2e-hello",
+                             program=program)
+    text = manifest.read_text().replace("/test/e2e-hello:1", f"/test/e2e-hello:{name}")
+    if command:
+        text = text.replace("command: python3 print_env.py", f"command: {command}")
+    manifest.write_text(text)
+    return manifest
+
+
+@pytest.mark.parametrize("change", ["one-byte", "command"])
+def test_changed_image_is_refused(hello: tuple[Path, str], registry: str, base_image: str,
+                                  cas: Cas, change: str, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    src, config_id = hello
+    if change == "one-byte":
+        manifest = _tampered(src, registry, base_image, change, program_suffix="#")
+    else:
+        manifest = _tampered(src, registry, base_image, change,
+                             command="python3 -c 'import os; print(os.environ)'")
+    monkeypatch.chdir(manifest.parent)
+    build(capsys, manifest)
+    proc = podman_run(f"{registry}/test/e2e-hello:{change}", cas, config_id)
+    assert proc.returncode != 0
+    assert "Hello" not in proc.stdout and "API_PASSWORD" not in proc.stdout
+    assert "veil-launcher: CAS refused to configure e2e/hello/hello" in proc.stderr
+    assert "measurement" in proc.stderr
+
+
+def test_container_arguments_are_refused(hello: tuple[Path, str], registry: str,
+                                         cas: Cas) -> None:
+    _, config_id = hello
+    proc = subprocess.run(
+        ["podman", "run", "--rm", "--init", "--tls-verify=false",
+         "-e", f"SCONE_CONFIG_ID={config_id}", "-e", f"SCONE_CAS_ADDR={cas.addr}",
+         "-e", f"SCONE_CAS_KEY={cas.key}", f"{registry}/test/e2e-hello:1", "python3", "-c", "1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode != 0
+    assert "container arguments are not accepted" in proc.stderr
+
+
+def test_wrong_cas_key_is_refused(hello: tuple[Path, str], registry: str, cas: Cas) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    other = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    import base64
+
+    _, config_id = hello
+    wrong = Cas(cas.addr, base64.b64encode(other).decode(), cas.state_dir)
+    proc = podman_run(f"{registry}/test/e2e-hello:1", wrong, config_id)
+    assert proc.returncode != 0
+    assert "does not hold the pinned CAS key" in proc.stderr
+    assert "Hello" not in proc.stdout
+
+
+def test_production_session_refuses_simulation(hello: tuple[Path, str], registry: str,
+                                               cas: Cas, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    src, _ = hello
+    desc = json.loads((src / "target/e2e-hello/description.json").read_text())
+    doc = tmp_path / "prod.json"
+    doc.write_text(json.dumps(session_from(desc, "hello-prod", mode="production")))
+    # another client (this test's identity) owns another namespace
+    veil(capsys, "session", "create", "-f", str(doc), "-n", "e2e-prod", "--cas", cas.addr,
+         "--cas-key", cas.key)
+    proc = podman_run(f"{registry}/test/e2e-hello:1", cas, "e2e-prod/hello-prod/hello")
+    assert proc.returncode != 0
+    assert "simulation evidence is not accepted in production mode" in proc.stderr
