@@ -1,0 +1,184 @@
+"""The launcher's pieces: the pinned key, the DER walk, files, environment, CAS answers.
+
+The attestation itself is tested end to end against the real CAS in tests/e2e; here a small
+in-test HTTPS server (a test double speaking docs/attestation-protocol.md) checks the client
+side in isolation: pinning, the evidence it sends, and how refusals are reported.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from veil.runtime.der import DerError, spki_from_certificate
+from veil.runtime.launcher import LaunchError, Provisioned, program_env, provision, write_files
+from veil.runtime.measure import PLAN_PATH, MeasurementPlan, measure
+
+
+def cert_and_key(tmp: Path) -> tuple[Path, Path, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cas")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(7)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    spki = key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return tmp / "cert.pem", tmp / "key.pem", base64.b64encode(spki).decode()
+
+
+class FakeCas:
+    """Accepts exactly one measurement; records what the launcher sent."""
+
+    def __init__(self, tmp: Path, expected: str) -> None:
+        cert, key, self.key_b64 = cert_and_key(tmp)
+        self.expected = expected
+        self.evidence: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path == "/v1/attestation/nonce":
+                    code, doc = 200, {"nonce": "bm9uY2U=", "expires_in": 60}
+                else:
+                    outer.evidence.append(body)
+                    if body["measurement"] == outer.expected:
+                        code, doc = 200, {"env": {"API_USER": "me"}, "argv": ["true"],
+                                          "pwd": "/", "files": []}
+                    else:
+                        code, doc = 403, {"detail": {"reason": "measurement does not match"}}
+                data = json.dumps(doc).encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.addr = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def image_root(tmp_path: Path) -> tuple[Path, str]:
+    root = tmp_path / "root"
+    (root / "app").mkdir(parents=True)
+    (root / "app/main.py").write_text("print('hi')\n")
+    plan = MeasurementPlan(roots=["/app"], command="python3 main.py", pwd="/app", local_env={})
+    (root / PLAN_PATH.lstrip("/")).parent.mkdir(parents=True)
+    (root / PLAN_PATH.lstrip("/")).write_text(plan.to_json())
+    return root, measure(str(root), plan)
+
+
+@pytest.fixture
+def fake_cas(tmp_path: Path, image_root: tuple[Path, str]) -> Iterator[FakeCas]:
+    cas = FakeCas(tmp_path, image_root[1])
+    yield cas
+    cas.close()
+
+
+def env_for(cas: FakeCas, key: str | None = None) -> dict[str, str]:
+    return {"SCONE_CONFIG_ID": "ns/s/svc", "SCONE_CAS_ADDR": cas.addr,
+            "SCONE_CAS_KEY": key or cas.key_b64}
+
+
+def test_spki_matches_cryptography(tmp_path: Path) -> None:
+    cert_pem, _, key_b64 = cert_and_key(tmp_path)
+    der = x509.load_pem_x509_certificate(cert_pem.read_bytes()).public_bytes(
+        serialization.Encoding.DER)
+    assert spki_from_certificate(der) == base64.b64decode(key_b64)
+    with pytest.raises(DerError):
+        spki_from_certificate(der[:40])
+
+
+def test_provision_sends_evidence_and_returns_configuration(
+    image_root: tuple[Path, str], fake_cas: FakeCas
+) -> None:
+    root, m = image_root
+    prov = provision(env_for(fake_cas), str(root))
+    assert prov.env == {"API_USER": "me"} and prov.argv == ["true"]
+    ev = fake_cas.evidence[0]
+    assert ev["measurement"] == m and ev["nonce"] == "bm9uY2U=" and ev["platform"] == "simulation"
+    report = json.loads(base64.b64decode(ev["report"]))
+    assert report == {"measurement": m, "nonce": "bm9uY2U="}
+
+
+def test_refusal_carries_the_reason(image_root: tuple[Path, str], fake_cas: FakeCas) -> None:
+    root, _ = image_root
+    (root / "app/main.py").write_text("print('tampered')\n")
+    with pytest.raises(LaunchError, match="CAS refused to configure ns/s/svc: measurement does"):
+        provision(env_for(fake_cas), str(root))
+
+
+def test_a_cas_without_the_pinned_key_is_not_spoken_to(
+    image_root: tuple[Path, str], fake_cas: FakeCas, tmp_path: Path
+) -> None:
+    (tmp_path / "x").mkdir()
+    other = cert_and_key(tmp_path / "x")[2]
+    with pytest.raises(LaunchError, match="does not hold the pinned CAS key"):
+        provision(env_for(fake_cas, other), str(image_root[0]))
+    assert fake_cas.evidence == []
+
+
+def test_baked_key_file_wins_over_the_environment(
+    image_root: tuple[Path, str], fake_cas: FakeCas, tmp_path: Path
+) -> None:
+    root, _ = image_root
+    (tmp_path / "y").mkdir()
+    wrong = cert_and_key(tmp_path / "y")[2]
+    (root / "etc/veil/cas-key").write_text(fake_cas.key_b64 + "\n")
+    assert provision(env_for(fake_cas, wrong), str(root)).argv == ["true"]
+
+
+@pytest.mark.parametrize("env,msg", [
+    ({"SCONE_CAS_ADDR": "x", "SCONE_CAS_KEY": "AA=="}, "SCONE_CONFIG_ID"),
+    ({"SCONE_CONFIG_ID": "a/b/c", "SCONE_CAS_KEY": "AA=="}, "SCONE_CAS_ADDR"),
+    ({"SCONE_CONFIG_ID": "a/b/c", "SCONE_CAS_ADDR": "x"}, "no pinned CAS key"),
+])
+def test_missing_configuration_is_explained(image_root: tuple[Path, str], env: dict[str, str],
+                                            msg: str) -> None:
+    with pytest.raises(LaunchError, match=msg):
+        provision(env, str(image_root[0]))
+
+
+def test_files_are_written_with_their_mode(tmp_path: Path) -> None:
+    write_files([{"path": "/etc/app/x.conf", "content": base64.b64encode(b"pw=1").decode(),
+                  "mode": "0640"}], str(tmp_path))
+    p = tmp_path / "etc/app/x.conf"
+    assert p.read_bytes() == b"pw=1" and (p.stat().st_mode & 0o777) == 0o640
+
+
+def test_provisioned_env_replaces_the_container_env() -> None:
+    prov = Provisioned({"env": {"API_PASSWORD": "from-cas"}, "argv": ["x"]})
+    env = program_env({"API_PASSWORD": "x", "EVIL": "1", "HOSTNAME": "h"}, prov)
+    assert env["API_PASSWORD"] == "from-cas" and "EVIL" not in env and env["HOSTNAME"] == "h"
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
