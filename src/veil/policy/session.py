@@ -45,7 +45,11 @@ QUALIFIED = r"^([A-Za-z0-9_][A-Za-z0-9_.\-]*/)?[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
 SecretKind = Literal["ascii", "binary", "private-key", "x509", "x509-ca", "explicit"]
 KeyType = Literal["EC", "P-256", "P-384", "RSA", "Ed25519"]
 _KEY_TYPE_ALIASES = {
-    "ec": "EC", "p-256": "P-256", "p-384": "P-384", "rsa": "RSA", "ed25519": "Ed25519"
+    "ec": "EC",
+    "p-256": "P-256",
+    "p-384": "P-384",
+    "rsa": "RSA",
+    "ed25519": "Ed25519",
 }
 
 
