@@ -19,9 +19,9 @@ from veil.errors import UserError
 session_app = typer.Typer(help="Create, update and read CAS sessions.", no_args_is_help=True)
 
 File = typer.Option(..., "--file", "-f", help="Session document, YAML or JSON ('-' for stdin).")
-Cas = typer.Option(None, "--cas", help="CAS address HOST:PORT [env: VEIL_CAS_ADDR].")
+Cas = typer.Option(None, "--cas", help="CAS address HOST:PORT (env VEIL_CAS_ADDR).")
 CasKey = typer.Option(
-    None, "--cas-key", help="Pinned CAS public key, as `veil cas key` prints [env: VEIL_CAS_KEY]."
+    None, "--cas-key", help="Pinned CAS public key, as `veil cas key` prints (env VEIL_CAS_KEY)."
 )
 Namespace = typer.Option(..., "--namespace", "-n", envvar="VEIL_NAMESPACE", help="CAS namespace.")
 
