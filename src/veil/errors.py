@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 __all__ = [
     "ManifestError",
-    "ProblemCollector",
     "OperationalError",
     "Problem",
+    "ProblemCollector",
     "UserError",
     "VeilError",
 ]

@@ -51,7 +51,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More output; -vv shows tracebacks."),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More output; -vv shows tracebacks."
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
