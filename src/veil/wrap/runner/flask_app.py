@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,13 +31,13 @@ from prometheus_client import (
 from werkzeug.exceptions import HTTPException
 
 from .entry import Model
-from .logs import setup_logging
+from .logs import AccessLog, setup_logging
 from .settings import FLASK_ENV, read_config
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("veil.wrapper")
-access = logging.getLogger("veil.wrapper.access")
+ACCESS_LOGGER = "veil.wrapper.access"
 
 _JSON = "application/json"
 
@@ -74,11 +73,15 @@ class _Metrics:
         self.exposition = _metrics_registry() or self.registry
 
 
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
+
+
 def _request_id() -> str:
-    given = request.headers.get("X-Request-Id", "")
-    if given and len(given) <= 128 and given.isprintable():
+    """The caller's X-Request-Id if it is a plain token (so logs need no escaping), else new."""
+    given: str = request.environ.get("HTTP_X_REQUEST_ID", "")
+    if given and len(given) <= 128 and _ID_CHARS.issuperset(given):
         return given
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as unique as a uuid4, at a fraction of the cost
 
 
 def _openapi(spec: str, description: str, limit: int) -> dict[str, Any]:
@@ -123,7 +126,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     setup_logging(str(cfg["LOG_LEVEL"]))
     model = Model(str(cfg["VEIL_ENTRYPOINT"]))
     metrics = _Metrics()
-    access_log = bool(cfg["ACCESS_LOG"]) and access.isEnabledFor(logging.INFO)
+    access_log = bool(cfg["ACCESS_LOG"]) and logging.getLogger(ACCESS_LOGGER).isEnabledFor(
+        logging.INFO)
+    access = AccessLog(ACCESS_LOGGER)
     limit = int(cfg["MAX_REQUEST_BYTES"])
     state: dict[str, str | None] = {"load_error": None}
     worker = os.getpid()  # create_app runs in each gunicorn worker, after the fork
@@ -154,8 +159,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         if cause:
             metrics.errors.labels(cause).inc()
         if access_log:
-            access.info("predict", extra={"request_id": rid, "status": status, "worker": worker,
-                                          "duration_ms": round(elapsed * 1000, 3)})
+            access.write(rid, status, worker, elapsed * 1000)
 
     @app.post("/predict")
     def predict() -> Response:
@@ -219,8 +223,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
             if status == 413:
                 metrics.errors.labels("too_large").inc()
             if access_log:
-                access.info("predict", extra={"request_id": rid, "status": status,
-                                              "worker": worker})
+                access.write(rid, status, worker, 0.0)
         if status == 413:
             message = f"request body larger than {limit} bytes"
         else:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
-__all__ = ["JsonFormatter", "setup_logging"]
+__all__ = ["AccessLog", "JsonFormatter", "setup_logging"]
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD = frozenset(
@@ -21,11 +22,14 @@ _STANDARD = frozenset(
 )
 
 
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        t = record.created
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z",
+            "ts": _iso(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -45,3 +49,32 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO")
+
+
+class AccessLog:
+    """One JSON line per request, in the same shape as the other logs, written straight to the
+    stream: the logging module's record machinery (caller lookup, thread and process names)
+    and a generic JSON encoder would cost more than the whole request of a small model. The
+    caller guarantees `request_id` needs no JSON escaping (see flask_app._request_id)."""
+
+    def __init__(self, logger: str, stream: TextIO | None = None) -> None:
+        self._head = f'"level": "INFO", "logger": {json.dumps(logger)}, "msg": "predict", '
+        self._stream = stream
+        self._lock = threading.Lock()  # gthread workers: one line at a time
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, request_id: str, status: int, worker: int, duration_ms: float) -> None:
+        t = time.time()
+        second = int(t)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        line = (
+            f'{{"ts": "{self._stamp}.{int(t % 1 * 1000):03d}Z", {self._head}'
+            f'"request_id": "{request_id}", "status": {status}, "worker": {worker}, '
+            f'"duration_ms": {duration_ms:.3f}}}\n'
+        )
+        stream = self._stream or sys.stderr
+        with self._lock:
+            stream.write(line)
