@@ -220,3 +220,39 @@ def test_signature_verifies_and_fails_on_other_key_or_changed_image(
     rc, out = veil(capsys, "verify", image)
     assert rc == 2 and "has no signature" in out
     assert os.path.exists(tmp_path / "veil-config" / "signing" / "ed25519.key")
+
+
+def test_app_only_change_is_pushed_without_a_build(
+    registry: str, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifest = hello_service(tmp_path, registry, base_image, name="fast")
+    monkeypatch.chdir(tmp_path)
+    image = f"{registry}/test/fast:1"
+    rc, out = veil(capsys, "apply", "-f", str(manifest))
+    assert rc == 0 and "without a build" not in out, out
+    first = httpx.get(f"http://{registry}/v2/test/fast/manifests/1",
+                      headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    (tmp_path / "print_env.py").write_text((tmp_path / "print_env.py").read_text() + "# 1\n")
+    rc, out = veil(capsys, "apply", "-f", str(manifest))
+    assert rc == 0 and "without a build" in out, out
+    desc = json.loads((tmp_path / "target/fast/description.json").read_text())
+    # the stale local tag is gone, so podman pulls what was pushed; it measures as described
+    proc = run("podman", "run", "--rm", "--init", "--tls-verify=false", image,
+               "--print-measurement")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == desc["measurement"]
+    second = httpx.get(f"http://{registry}/v2/test/fast/manifests/1",
+                       headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert second.headers["Docker-Content-Digest"] != first.headers["Docker-Content-Digest"]
+    labels = json.loads(run("skopeo", "inspect", "--tls-verify=false",
+                            f"docker://{image}").stdout)["Labels"]
+    assert json.loads(labels["dev.veil.service-description"]) == desc
+    # nothing changed: the pushed image stands
+    rc, out = veil(capsys, "apply", "-f", str(manifest))
+    assert rc == 0 and second.headers["Docker-Content-Digest"] in out
+    # the fast path is no shortcut around the measurement: a changed command is a full build
+    manifest.write_text(manifest.read_text().replace("python3 print_env.py",
+                                                     "python3 -B print_env.py"))
+    rc, out = veil(capsys, "apply", "-f", str(manifest))
+    assert rc == 0 and "without a build" not in out, out

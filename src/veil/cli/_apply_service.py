@@ -41,6 +41,8 @@ def apply_service(
         say("  dry run: wrote the build context and the service description; built nothing")
     elif result.digest:
         say(f"  image        {b.to}@{result.digest}")
+        if result.fast:
+            say("  only application files changed: pushed their layer without a build")
         if result.signature:
             say(f"  signature    {result.signature}")
     else:

@@ -12,6 +12,7 @@ build leaves the previous context untouched and no half-written one.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from veil.errors import OperationalError
 from veil.fsutil import replace_dir
 from veil.image.base import DEFAULT_BASE
 from veil.image.context import measure_context, stage_context
+from veil.image.fastpath import forget_build, record_build, try_fast_push
 from veil.image.index import IndexEntry, LocalIndex
 from veil.image.interpreter import Interpreter, interpreter_of_image
 from veil.image.push import check_registry, push_image
@@ -58,6 +60,7 @@ class BuildResult:
     image_id: str | None = None
     digest: str | None = None  # registry manifest digest once pushed
     signature: str | None = None  # tag of the signature artifact
+    fast: bool = False  # pushed by writing the application layer directly (no buildah run)
 
 
 def _inspect(name: str) -> dict[str, Any] | None:
@@ -156,17 +159,28 @@ def build_service(
             json.dumps(json.loads(desc.to_json()), indent=2, sort_keys=True) + "\n"
         )
         result = BuildResult(image=b.to, context=ctx_dir, description=desc)
-        if not dry_run:
+        fast = push and not dry_run and os.environ.get("VEIL_NO_FAST_PATH") != "1"
+        if fast:
+            result.digest = try_fast_push(b.to, ctx, desc)
+            if result.digest:
+                progress(f"pushed {b.to}: only application files changed, wrote that layer")
+                result.fast = True
+        if not dry_run and not result.digest:
             progress(f"building {b.to}")
             result.image_id = _buildah_build(tmp, b.to, desc.to_json(), progress)
-    if not dry_run and push:
-        progress(f"pushing {b.to}")
-        result.digest = push_image(b.to)
-        if b.signature is not None and b.signature.sign:
-            from veil.image.signing import sign_image
+            if push:
+                progress(f"pushing {b.to}")
+                result.digest = push_image(b.to)
+                record_build(b.to, result.digest, ctx)
+            else:
+                forget_build(b.to)
+    result.context = ctx_dir
+    if result.digest and b.signature is not None and b.signature.sign:
+        from veil.image.signing import sign_image
 
-            progress(f"signing {b.to}@{result.digest}")
-            result.signature = sign_image(b.to, result.digest)
+        progress(f"signing {b.to}@{result.digest}")
+        key = manifest.parent / b.signature.key if b.signature.key else None
+        result.signature = sign_image(b.to, result.digest, key)
     LocalIndex().put(IndexEntry(
         image=b.to, description=desc, digest=result.digest, source=str(manifest),
     ))

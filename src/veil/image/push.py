@@ -26,20 +26,20 @@ def push_image(image: str) -> str:
 
 
 def check_registry(image: str) -> None:
-    """Fail fast, before building, when the registry of `image` does not answer at all."""
-    import httpx
+    """Fail fast, before building, when nothing listens where the registry of `image` should be."""
+    import socket
 
     from veil.errors import OperationalError
-    from veil.image.tools import is_loopback
 
     ref = parse_reference(image)
-    scheme = "http" if is_loopback(image) else "https"
+    host, _, port = ref.host.rpartition(":") if ":" in ref.host.lstrip("[") else (ref.host, "", "")
     try:
-        httpx.get(f"{scheme}://{ref.host}/v2/", timeout=10)
-    except httpx.HTTPError as err:
+        with socket.create_connection((host.strip("[]"), int(port or 443)), timeout=10):
+            pass
+    except OSError as err:
         raise OperationalError(
             f"pushing {image} to the registry {ref.host} failed: the registry does not answer "
-            f"({err.__class__.__name__}: {err})",
+            f"({err.strerror or err})",
             hint=f"check that the registry {ref.host} is running and reachable "
             "(or build with --no-push to keep the image local)",
         ) from None
