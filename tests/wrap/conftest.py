@@ -96,3 +96,9 @@ def topics(kafka_bootstrap: str) -> dict[str, str]:
     names = {"in": f"in-{tag}", "out": f"out-{tag}", "dlq": f"dlq-{tag}", "group": f"g-{tag}"}
     create_topics(kafka_bootstrap, names["in"], names["out"], names["dlq"])
     return names
+
+
+# The image tests' registry and Python base image, for the wrapped-image test.
+from tests.image.support import base_image, registry  # noqa: E402
+
+__all__ = ["EXAMPLE_REPO", "base_image", "create_topics", "registry", "tansu_binary"]

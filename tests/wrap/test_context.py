@@ -100,7 +100,7 @@ def test_cli_writes_a_service_manifest_veil_apply_accepts(
     assert isinstance(svc, GenService)
     assert (svc.build.wrap, svc.build.entrypoint) == ("kafka", "model:Classifier")
     assert svc.build.to == "127.0.0.1:5000/demo/model:1" and svc.build.pwd == "/app"
-    assert svc.build.copy_ == ["README.md", "model.py"]
+    assert svc.build.copy_ == ["README.md", "model.py", "veil_runner"]
     assert [(v.name, v.value) for v in svc.environment.local] == [
         ("VEIL_ENTRYPOINT", "model:Classifier")]
     declared = {v.name: v.value for v in svc.environment.global_}

@@ -11,7 +11,7 @@ import io
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from veil.wrap.context import WrapResult
+from veil.wrap.context import RUNNER_PACKAGE, WrapResult
 
 __all__ = ["service_manifest"]
 
@@ -36,7 +36,9 @@ def service_manifest(result: WrapResult, *, name: str, image: str) -> str:
     build["pwd"] = result.pwd
     build["command"] = result.command_line
     build["requirements"] = "requirements.txt"
-    build["copy"] = CommentedSeq(result.files)
+    # The runner is listed too, so that a builder that ignores `wrap` still builds a working
+    # image from this folder; one that honours it regenerates the runner from the same code.
+    build["copy"] = CommentedSeq([*result.files, RUNNER_PACKAGE])
     build["wrap"] = result.kind
     build["entrypoint"] = result.entrypoint
     doc = CommentedMap()

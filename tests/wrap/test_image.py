@@ -1,0 +1,64 @@
+"""A wrapped repository all the way to a running container: `veil wrap flask`, `veil apply` of
+the service manifest it wrote (buildah, wheels resolved on the host), then podman runs the
+image's wrapper and it answers over HTTP.
+
+The image's own entrypoint is the attesting launcher, which needs a CAS; that path is tested in
+tests/e2e. Here the container runs the wrapper command directly, to test what the wrapper adds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.image.support import need
+from tests.wrap.conftest import EXAMPLE_REPO
+from veil.cli import main
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_wrapped_flask_image_serves_predictions(
+    registry: str, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    need("buildah", "podman")
+    out = tmp_path / "wrapped"
+    image = f"{registry}/wrap/model:1"
+    assert main(["wrap", "flask", str(EXAMPLE_REPO), "-e", "model:Classifier", "-o", str(out),
+                 "--from", base_image, "--to", image, "--name", "model"]) == 0
+    monkeypatch.chdir(out)
+    assert main(["apply", "-f", str(out / "service.yaml"), "--no-push"]) == 0, \
+        capsys.readouterr().err
+    port = free_port()
+    name = f"veil-wrap-test-{port}"
+    proc = subprocess.run(
+        ["podman", "run", "-d", "--rm", "--init", "--name", name, "--network", "host",
+         "--entrypoint", "python3", "-e", f"HTTP_PORT={port}", "-e", "HTTP_HOST=127.0.0.1",
+         "-e", "VEIL_ENTRYPOINT=model:Classifier", "-w", "/app", image, "-m", "veil_runner",
+         "flask"],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, subprocess.run(
+                ["podman", "logs", name], capture_output=True, text=True).stderr
+            time.sleep(0.2)
+        r = httpx.post(url + "/predict", json={"x": 42})
+        assert (r.status_code, r.json()) == (200, {"label": "large", "x": 42.0})
+        assert "veil_predict_requests_total" in httpx.get(url + "/metrics").text
+    finally:
+        subprocess.run(["podman", "stop", "-t", "5", name], capture_output=True, check=False)
