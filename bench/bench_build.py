@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -123,30 +124,50 @@ def run_bench(work: Path, registry: str, base: str, n: int) -> None:
             with (d / "print_env.py").open("a") as f:
                 f.write(f"# change {i}\n")
 
+    def library(prepare: Callable[[int], None]) -> tuple[float, int]:
+        """The same build called in-process, as a long-running service would (no CLI start)."""
+        from veil.image.builder import build_service
+        from veil.manifest.load import load_genservice
+
+        times = []
+        for i in range(n):
+            prepare(i)
+            t0 = time.perf_counter()
+            loaded = load_genservice(manifest)
+            build_service(loaded.model, manifest, target=veil_dir / "target",
+                          positions=loaded.positions)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+    no_fast = ["env", "VEIL_NO_FAST_PATH=1", *veil]
     rows: list[tuple[str, tuple[float, int], tuple[float, int], str]] = []
     cold_n = max(2, n // 2)
-    rows.append(("cold build + push", series(cold_n, cold, lambda: [veil], veil_dir),
+    rows.append(("cold build + push (veil CLI)", series(cold_n, cold, lambda: [veil], veil_dir),
                  series(cold_n, cold, lambda: [bud], hand_dir), "buildah bud (cold)"))
     cold(0)
     series(1, nothing, lambda: [veil], veil_dir)
     series(1, nothing, lambda: [bud], hand_dir)
-    rows.append(("warm rebuild + push, nothing changed",
-                 series(n, nothing, lambda: [veil], veil_dir),
-                 series(n, nothing, lambda: [bud], hand_dir), "buildah bud (warm)"))
-    rows.append(("warm rebuild, --no-push",
-                 series(n, nothing, lambda: [[*veil, "--no-push"]][0:1], veil_dir),
-                 series(n, nothing, lambda: [bud], hand_dir), "buildah bud (warm)"))
-    rows.append(("one file changed: rebuild + push",
-                 series(n, one_file, lambda: [veil], veil_dir),
-                 series(n, one_file, lambda: [bud], hand_dir), "buildah bud"))
-    rows.append(("one file changed: rebuild + push",
-                 series(n, one_file, lambda: [veil], veil_dir),
-                 series(n, one_file, lambda: [bud, push], hand_dir), "buildah bud + push"))
+    warm_bud = series(n, nothing, lambda: [bud], hand_dir)
+    rows.append(("nothing changed, + push (veil CLI)",
+                 series(n, nothing, lambda: [veil], veil_dir), warm_bud, "buildah bud (warm)"))
+    rows.append(("nothing changed, + push (library)", library(nothing), warm_bud,
+                 "buildah bud (warm)"))
+    one_bud = series(n, one_file, lambda: [bud], hand_dir)
+    one_bud_push = series(n, one_file, lambda: [bud, push], hand_dir)
+    rows.append(("one file changed, + push (veil CLI)",
+                 series(n, one_file, lambda: [veil], veil_dir), one_bud, "buildah bud"))
+    rows.append(("one file changed, + push (library)", library(one_file), one_bud,
+                 "buildah bud"))
+    rows.append(("one file changed, + push (library)", library(one_file), one_bud_push,
+                 "buildah bud + push"))
+    rows.append(("one file, + push, buildah path (CLI)",
+                 series(n, one_file, lambda: [no_fast], veil_dir), one_bud_push,
+                 "buildah bud + push"))
     print(f"\nveil apply vs hand-written buildah bud --layers (overlay), median of {n} runs "
-          f"({cold_n} for cold)\n")
-    print(f"{'case':40} {'veil s':>8} {'MiB':>5} {'baseline':>20} {'base s':>8} {'ratio':>6}")
+          f"({cold_n} for cold); MiB = peak RSS of the veil process (buildah not included)\n")
+    print(f"{'case':38} {'veil s':>7} {'MiB':>5} {'baseline':>19} {'base s':>7} {'ratio':>6}")
     for name, (vt, vm), (bt, _), bname in rows:
-        print(f"{name:40} {vt:8.3f} {vm:5d} {bname:>20} {bt:8.3f} {vt / bt:6.2f}")
+        print(f"{name:38} {vt:7.3f} {vm:5d} {bname:>19} {bt:7.3f} {vt / bt:6.2f}")
 
 
 if __name__ == "__main__":
