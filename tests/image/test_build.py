@@ -256,3 +256,29 @@ def test_app_only_change_is_pushed_without_a_build(
                                                      "python3 -B print_env.py"))
     rc, out = veil(capsys, "apply", "-f", str(manifest))
     assert rc == 0 and "without a build" not in out, out
+
+
+def test_requirements_are_installed_from_host_wheels_and_measured(
+    registry: str, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pip resolves on the host; the image gets the installed tree without reaching an index."""
+    program = "import six\nprint('six', six.__version__)\n"
+    manifest = hello_service(tmp_path, registry, base_image, name="reqs", program=program)
+    (tmp_path / "requirements.txt").write_text("six==1.16.0\n")
+    manifest.write_text(manifest.read_text().replace(
+        "  copy:\n", "  requirements: requirements.txt\n  copy:\n"))
+    monkeypatch.chdir(tmp_path)
+    rc, out = veil(capsys, "apply", "-f", str(manifest), "--no-push")
+    assert rc == 0, out
+    desc = json.loads((tmp_path / "target/reqs/description.json").read_text())
+    site = tmp_path / "target/reqs/rootfs/usr/local/lib/python3.11/dist-packages"
+    assert (site / "six.py").exists()
+    assert "COPY rootfs/usr/local/lib/python3.11/dist-packages/" in (
+        tmp_path / "target/reqs/Containerfile").read_text()
+    image = f"{registry}/test/reqs:1"
+    proc = run("podman", "run", "--rm", "--init", image, "--print-measurement")
+    assert proc.returncode == 0 and proc.stdout.strip() == desc["measurement"], proc.stderr
+    proc = run("podman", "run", "--rm", "--init", "--network", "none", "--entrypoint",
+               "python3", image, "-c", "import six; print(six.__file__)")
+    assert proc.stdout.strip() == "/usr/local/lib/python3.11/dist-packages/six.py", proc.stderr
