@@ -23,7 +23,8 @@ __all__ = [
 
 KINDS = ("flask", "kafka")
 
-DEFAULT_BASE_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
+# What `veil base create python` pushes to the local registry.
+DEFAULT_BASE_IMAGE = "127.0.0.1:5000/veil/python:bookworm"
 
 
 def default_base_image() -> str:

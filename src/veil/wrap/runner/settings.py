@@ -75,7 +75,7 @@ KAFKA_ENV: tuple[EnvVar, ...] = (
     EnvVar("KAFKA_SASL_MECHANISM", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (sasl_*)."),
     EnvVar("KAFKA_SASL_USERNAME", "", "SASL user name (sasl_*)."),
     EnvVar("KAFKA_SASL_PASSWORD", "", "SASL password (sasl_*); best a $$SCONE::...$$ secret."),
-    EnvVar("HEALTH_PORT", "8081", "Port of /health, /ready and /metrics.", "int"),
+    EnvVar("HEALTH_PORT", "8081", "Port of /health, /ready and /metrics (0: off).", "int"),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
