@@ -182,3 +182,25 @@ def test_provisioned_env_replaces_the_container_env() -> None:
     env = program_env({"API_PASSWORD": "x", "EVIL": "1", "HOSTNAME": "h"}, prov)
     assert env["API_PASSWORD"] == "from-cas" and "EVIL" not in env and env["HOSTNAME"] == "h"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
+def test_only_measured_programs_are_run(tmp_path: Path) -> None:
+    from veil.runtime.launcher import resolve_program
+
+    for d in ("usr/bin", "usr/local/bin", "app"):
+        (tmp_path / d).mkdir(parents=True)
+    for f in ("usr/bin/python3", "app/run.sh"):
+        (tmp_path / f).write_text("#!/bin/sh\n")
+        (tmp_path / f).chmod(0o755)
+    plan = MeasurementPlan(roots=["/app", "/usr/bin/python3"], command="python3 x.py",
+                           pwd="/app", local_env={})
+    env = {"PATH": "/usr/local/bin:/usr/bin"}
+    assert resolve_program("python3", env, plan, str(tmp_path)) == "/usr/bin/python3"
+    assert resolve_program("./run.sh", env, plan, str(tmp_path)) == "/app/run.sh"
+    planted = tmp_path / "usr/local/bin/python3"
+    planted.write_text("#!/bin/sh\necho gotcha\n")
+    planted.chmod(0o755)
+    with pytest.raises(LaunchError, match="/usr/local/bin/python3, which is not measured"):
+        resolve_program("python3", env, plan, str(tmp_path))
+    with pytest.raises(LaunchError, match="not found"):
+        resolve_program("nope", env, plan, str(tmp_path))

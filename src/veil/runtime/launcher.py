@@ -186,13 +186,17 @@ def provision(
     return Provisioned(doc)
 
 
-def measure_image(root: str = "/") -> str:
+def read_plan(root: str = "/") -> MeasurementPlan:
     plan_file = os.path.join(root, PLAN_PATH.lstrip("/"))
     try:
         with open(plan_file, encoding="utf-8") as f:
-            plan = MeasurementPlan.from_json(f.read())
+            return MeasurementPlan.from_json(f.read())
     except (OSError, ValueError, KeyError) as err:
         raise LaunchError(f"cannot read the measurement plan {PLAN_PATH}: {err}") from err
+
+
+def measure_image(root: str = "/") -> str:
+    plan = read_plan(root)
     try:
         return measure(root, plan)
     except MissingFileError as err:
@@ -213,6 +217,31 @@ def write_files(files: Sequence[Mapping[str, Any]], root: str = "/") -> None:
             os.close(fd)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+
+
+def resolve_program(argv0: str, env: Mapping[str, str], plan: MeasurementPlan,
+                    root: str = "/") -> str:
+    """The absolute path to exec; it must be a measured file.
+
+    A PATH lookup could otherwise find an unmeasured `/usr/local/bin/python3` planted ahead of
+    the measured `/usr/bin/python3`.
+    """
+    if "/" in argv0:
+        candidates = [argv0 if argv0.startswith("/") else os.path.join(plan.pwd, argv0)]
+    else:
+        dirs = env.get("PATH", BASE_ENV["PATH"]).split(":")
+        candidates = [os.path.join(d, argv0) for d in dirs if d.startswith("/")]
+    for c in candidates:
+        host = os.path.join(root, c.lstrip("/"))
+        if os.path.isfile(host) and os.access(host, os.X_OK):
+            path = os.path.normpath(c)
+            if not any(path == r or path.startswith(r.rstrip("/") + "/") for r in plan.roots):
+                raise LaunchError(
+                    f"the command {argv0!r} resolves to {path}, which is not measured; "
+                    "refusing to run it"
+                )
+            return path
+    raise LaunchError(f"the command {argv0!r} was not found")
 
 
 def program_env(environ: Mapping[str, str], prov: Provisioned) -> dict[str, str]:
@@ -242,17 +271,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan_cmd = prov.argv
         if not plan_cmd:
             raise LaunchError("CAS sent no command to run")
+        env = program_env(os.environ, prov)
+        program = resolve_program(plan_cmd[0], env, read_plan("/"))
         write_files(prov.files)
         if prov.pwd:
             os.chdir(prov.pwd)
-        env = program_env(os.environ, prov)
     except LaunchError as err:
         _fail(str(err))
     except OSError as err:
         _fail(f"cannot prepare the program: {err}")
     sys.stdout.flush()
     try:
-        os.execvpe(plan_cmd[0], plan_cmd, env)
+        os.execve(program, plan_cmd, env)
     except OSError as err:
         _fail(f"cannot start {plan_cmd[0]!r}: {err}")
 
