@@ -38,3 +38,11 @@ def test_unknown_base_kind_is_a_user_error(capsys: pytest.CaptureFixture[str],
     rc = main(["base", "create", "ruby", "--to", "127.0.0.1:5000/x/y:1"])
     assert rc == 2
     assert "unknown base kind 'ruby'" in capsys.readouterr().err
+
+
+def test_inspect_of_an_image_without_description(registry: str, base_image: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["inspect", base_image])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "carries no service description" in err and "veil apply" in err
