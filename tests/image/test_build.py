@@ -282,3 +282,12 @@ def test_requirements_are_installed_from_host_wheels_and_measured(
     proc = run("podman", "run", "--rm", "--init", "--network", "none", "--entrypoint",
                "python3", image, "-c", "import six; print(six.__file__)")
     assert proc.stdout.strip() == "/usr/local/lib/python3.11/dist-packages/six.py", proc.stderr
+
+
+def test_base_is_pinned_by_its_registry_digest(
+    built: tuple[Path, dict[str, object], str], base_image: str
+) -> None:
+    _, desc, _ = built
+    proc = run("skopeo", "inspect", "--tls-verify=false", f"docker://{base_image}")
+    assert desc["base_digest"] == json.loads(proc.stdout)["Digest"]
+    assert desc["base_image"] == base_image

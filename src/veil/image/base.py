@@ -17,7 +17,8 @@ from pathlib import Path
 from veil.errors import OperationalError
 from veil.image.interpreter import INTERPRETER_LABEL, interpreter_of_rootfs
 from veil.image.push import push_image
-from veil.image.tools import container_env, require, run_tool, tail
+from veil.image.reference import parse_reference
+from veil.image.tools import container_env, require, run_tool, tail, tls_flag
 
 __all__ = ["DEFAULT_BASE", "DEFAULT_MIRROR", "SUITE", "create_python_base"]
 
@@ -133,4 +134,9 @@ def create_python_base(
     if not push:
         return None
     progress(f"pushing {to}")
-    return push_image(to)
+    digest = push_image(to)
+    # the pushed manifest differs from the local one (compressed layers); pulling it back (no
+    # data moves) makes the local image carry the registry digest that builds pin in FROM
+    pinned = f"{parse_reference(to).name}@{digest}"
+    run_tool(["buildah", "pull", "--quiet", *tls_flag(to), pinned], what=f"re-reading {pinned}")
+    return digest
