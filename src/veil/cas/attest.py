@@ -19,7 +19,7 @@ import struct
 import time
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import Connection, delete, insert
 from sqlalchemy.exc import IntegrityError
 
 from veil.cas import audit
@@ -27,12 +27,13 @@ from veil.cas.core import Cas, Head, Refusal
 from veil.cas.secrets import Material
 from veil.cas.store import used_nonces
 from veil.cas.substitute import UnknownReference, substitute
-from veil.cas.verifiers import Evidence, Refused, verifier_for
+from veil.cas.verifiers import Claims, Evidence, Refused, judge, verifier_for
 from veil.policy.session import SessionDoc
 
-__all__ = ["NONCE_TTL", "issue_nonce", "provision"]
+__all__ = ["KNOWN_TTL", "NONCE_TTL", "issue_nonce", "known_config_id", "new_nonce", "provision"]
 
 NONCE_TTL = 60
+KNOWN_TTL = 2.0
 _USE_NONCE = insert(used_nonces)
 _SWEEP_EVERY = 1024
 
@@ -48,16 +49,35 @@ def _nonce_mac(cas: Cas, config_id: str, body: bytes) -> bytes:
     return hmac.new(cas.keys.nonce, config_id.encode() + b"\0" + body, hashlib.sha256).digest()[:16]
 
 
-def _service_session(cas: Cas, config_id: str) -> tuple[Head, SessionDoc, str]:
+def _service_session(
+    cas: Cas, config_id: str, conn: Connection | None = None
+) -> tuple[Head, SessionDoc, str]:
     ns, name, service = _split_config_id(config_id)
-    head = cas.head(ns, name)
+    head = cas.head(ns, name, conn)
     doc = cas.document(head) if head is not None else None
     if head is None or doc is None or doc.service(service) is None:
         raise Refusal(404, f"unknown config id {config_id!r}")
     return head, doc, service
 
 
+def known_config_id(cas: Cas, config_id: str) -> bool:
+    """True if `config_id` named a service within the last KNOWN_TTL seconds: then a nonce
+    needs no database read. Only positive answers are remembered, so a new session is usable
+    at once; a service removed by an update still gets nonces for that long, but provisioning
+    always reads the current version, so it cannot attest."""
+    seen = cas.known.get(config_id)
+    return seen is not None and time.monotonic() - seen < KNOWN_TTL
+
+
+def new_nonce(cas: Cas, config_id: str) -> dict[str, Any]:
+    body = struct.pack(">I", int(time.time()) + NONCE_TTL) + os.urandom(12)
+    nonce = base64.b64encode(body + _nonce_mac(cas, config_id, body)).decode()
+    return {"nonce": nonce, "expires_in": NONCE_TTL}
+
+
 def issue_nonce(cas: Cas, config_id: str) -> dict[str, Any]:
+    if known_config_id(cas, config_id):
+        return new_nonce(cas, config_id)
     try:
         _service_session(cas, config_id)
     except Refusal as r:
@@ -65,9 +85,10 @@ def issue_nonce(cas: Cas, config_id: str) -> dict[str, Any]:
             "denied", op="nonce", outcome="denied", config_id=config_id, reason=r.reason
         )
         raise
-    body = struct.pack(">I", int(time.time()) + NONCE_TTL) + os.urandom(12)
-    nonce = base64.b64encode(body + _nonce_mac(cas, config_id, body)).decode()
-    return {"nonce": nonce, "expires_in": NONCE_TTL}
+    if len(cas.known) > 100_000:
+        cas.known.clear()
+    cas.known[config_id] = time.monotonic()
+    return new_nonce(cas, config_id)
 
 
 def _check_nonce(cas: Cas, config_id: str, nonce: str) -> int:
@@ -110,6 +131,22 @@ def _materials(cas: Cas, head: Head, doc: SessionDoc) -> dict[str, Material]:
 
 
 def _configuration(cas: Cas, head: Head, doc: SessionDoc, service: str) -> dict[str, Any]:
+    """The service's configuration, secrets substituted. A version's own secrets never change,
+    so without imports (whose export is re-checked every time) it is cached per version."""
+    if any(s.import_ is not None for s in doc.secrets):
+        return _build_configuration(cas, head, doc, service)
+    key = (head.hash, head.namespace, head.name, service)
+    config = cas.configs.get(key)
+    if config is None:
+        config = _build_configuration(cas, head, doc, service)
+        with cas.lock:
+            if len(cas.configs) > 10_000:
+                cas.configs.clear()
+            cas.configs[key] = config
+    return config
+
+
+def _build_configuration(cas: Cas, head: Head, doc: SessionDoc, service: str) -> dict[str, Any]:
     svc = doc.service(service)
     assert svc is not None
     mats = _materials(cas, head, doc)
@@ -130,26 +167,28 @@ def _configuration(cas: Cas, head: Head, doc: SessionDoc, service: str) -> dict[
 
 
 def provision(cas: Cas, evidence: Evidence) -> dict[str, Any]:
+    """Check the nonce and the evidence (no database, no lock: the costly part), then, in one
+    write transaction, read the session's current version, judge the claims against it, use up
+    the nonce and append the audit entry. Reading the version inside the transaction means an
+    update that is acknowledged applies to every later provisioning."""
     where = {"config_id": evidence.config_id, "platform": evidence.platform}
     try:
-        head, doc, service = _service_session(cas, evidence.config_id)
+        _split_config_id(evidence.config_id)
         expires = _check_nonce(cas, evidence.config_id, evidence.nonce)
-        svc = doc.service(service)
-        assert svc is not None
         try:
-            measurement = verifier_for(evidence.platform).verify(evidence, doc.security.attestation)
+            claims = verifier_for(evidence.platform).verify(evidence)
         except Refused as err:
             raise Refusal(403, str(err)) from None
-        if measurement not in svc.attestation.measurement:
-            raise Refusal(
-                403,
-                f"measurement does not match the session "
-                f"(got {measurement}, the session allows "
-                f"{len(svc.attestation.measurement)} other value(s))",
-            )
-        config = _configuration(cas, head, doc, service)
         try:
             with cas.write() as conn:
+                head, doc, service = _service_session(cas, evidence.config_id, conn)
+                svc = doc.service(service)
+                assert svc is not None
+                try:
+                    measurement = judge(claims, doc.security.attestation, svc)
+                except Refused as err:
+                    raise Refusal(403, str(err)) from None
+                config = _configuration(cas, head, doc, service)
                 conn.execute(_USE_NONCE, {"nonce": evidence.nonce[:44], "expires": expires})
                 audit.append(
                     conn,
@@ -159,6 +198,7 @@ def provision(cas: Cas, evidence: Evidence) -> dict[str, Any]:
                     measurement=measurement,
                     hash=head.hash,
                     **where,
+                    **_claims_fields(claims),
                 )
         except IntegrityError:
             raise Refusal(403, "the nonce was already used (replayed evidence)") from None
@@ -174,6 +214,13 @@ def provision(cas: Cas, evidence: Evidence) -> dict[str, Any]:
         raise
     _sweep(cas)
     return config
+
+
+def _claims_fields(claims: Claims) -> dict[str, Any]:
+    """What the audit entry records of hardware claims (simulation has none)."""
+    if not claims.hardware:
+        return {}
+    return {"launch": claims.launch, "tcb": claims.tcb, "debug": claims.debug}
 
 
 _counter = 0

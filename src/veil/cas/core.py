@@ -78,6 +78,13 @@ class Cas:
     _materials: dict[tuple[str, str], Material] = field(default_factory=dict)
     _by_version: dict[str, dict[str, Material]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    known: dict[str, float] = field(default_factory=dict)  # config id -> when seen (attest.py)
+    # (version hash, namespace, session, service) -> configuration with secrets (attest.py)
+    configs: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -98,9 +105,13 @@ class Cas:
     def r(self) -> Engine:
         return self.reader or self.engine
 
-    def head(self, namespace: str, name: str) -> Head | None:
-        with self.r.connect() as conn:
+    def head(self, namespace: str, name: str, conn: Connection | None = None) -> Head | None:
+        """The current version; with `conn`, as that (write) transaction sees it."""
+        if conn is not None:
             row = conn.execute(_HEAD, {"ns": namespace, "name": name}).first()
+        else:
+            with self.r.connect() as rconn:
+                row = rconn.execute(_HEAD, {"ns": namespace, "name": name}).first()
         if row is None:
             return None
         return Head(row.namespace, row.name, row.version, row.hash, row.creator)

@@ -20,12 +20,14 @@ from veil.manifest.refs import find_secret_refs
 
 __all__ = [
     "CREATOR",
+    "PLATFORMS",
     "SECRET_KINDS",
     "AccessPolicy",
     "AttestationPolicy",
     "ExportTarget",
     "Image",
     "InjectionFile",
+    "PlatformPolicy",
     "SecretDef",
     "SecretImport",
     "Security",
@@ -39,6 +41,7 @@ CREATOR = "CREATOR"
 SECRET_KINDS = ("ascii", "binary", "private-key", "x509", "x509-ca", "explicit")
 NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
 HEX64 = r"^[0-9a-f]{64}$"
+HEX_LAUNCH = r"^[0-9a-f]{64}([0-9a-f]{32})?$"
 MODE = r"^0?[0-7]{3,4}$"
 QUALIFIED = r"^([A-Za-z0-9_][A-Za-z0-9_.\-]*/)?[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
 
@@ -76,6 +79,11 @@ class AttestationPolicy(_Model):
     def allows_simulation(self) -> bool:
         return self.mode == "debug" or bool({"debug-mode", "simulation"} & set(self.tolerate))
 
+    @property
+    def allows_debug(self) -> bool:
+        """A TEE whose debug switch is on (its memory can be read by the host) is accepted."""
+        return self.mode == "debug" or "debug-mode" in self.tolerate
+
 
 class Security(_Model):
     attestation: AttestationPolicy = Field(default_factory=AttestationPolicy)
@@ -88,8 +96,28 @@ class AccessPolicy(_Model):
     update: list[str] = Field(default_factory=lambda: [CREATOR])
 
 
+PLATFORMS = ("sev-snp", "tdx", "sgx-dcap")
+Platform = Literal["sev-snp", "tdx", "sgx-dcap"]
+
+
+class PlatformPolicy(_Model):
+    """What a hardware platform must report besides the Veil measurement: its launch
+    measurement (SEV-SNP `measurement`, TDX `mrtd`: 96 hex; SGX `mrenclave`: 64 hex) and,
+    optionally, a minimum TCB (component name -> lowest accepted security version)."""
+
+    measurement: list[Annotated[str, Field(pattern=HEX_LAUNCH)]] = Field(min_length=1)
+    min_tcb: dict[str, Annotated[int, Field(ge=0, le=255)]] = Field(default_factory=dict)
+
+    @field_validator("measurement", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
 class ServiceAttestation(_Model):
     measurement: list[Annotated[str, Field(pattern=HEX64)]] = Field(default_factory=list)
+    # hardware evidence is accepted only for platforms named here
+    platforms: dict[Platform, PlatformPolicy] = Field(default_factory=dict)
 
     @field_validator("measurement", mode="before")
     @classmethod
@@ -234,6 +262,10 @@ class SessionDoc(_Model):
         for s in data.get("secrets", []):
             if "value" in s:
                 s["value"] = "<explicit>"
+        for svc in data.get("services", []):
+            # absent and empty are the same policy; keep hashes of older documents unchanged
+            if not svc.get("attestation", {}).get("platforms", True):
+                del svc["attestation"]["platforms"]
         return data
 
     def check(self) -> list[tuple[str, str]]:

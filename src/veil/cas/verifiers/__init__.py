@@ -1,19 +1,34 @@
-"""Attestation verifiers, one per `platform` of the evidence.
+"""Attestation verifiers, one per `platform` of the evidence, and the policy check after them.
 
-A verifier checks the platform's report against the evidence and the session's attestation
-policy and returns the measurement it vouches for; CAS then compares that measurement with the
-session's. Hardware verifiers (AMD SEV-SNP, Intel TDX, SGX DCAP) plug in here by platform name;
-this release ships `simulation` only, and refuses every other platform by name.
+A verifier checks the platform's evidence cryptographically — signatures, certificate chains to
+the vendor roots shipped with CAS, the binding of the nonce and the Veil measurement into the
+report — and returns the claims it vouches for. It needs neither the database nor the session,
+so CAS runs it before taking the write lock. `judge` then compares the claims with the session:
+production mode, debug switch, the platform's launch measurement, minimum TCB and the Veil
+measurement. Platforms: `simulation`, `sev-snp`, `tdx`, `sgx-dcap`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from veil.policy.session import AttestationPolicy
+from veil.policy.session import AttestationPolicy, Service
 
-__all__ = ["VERIFIERS", "Evidence", "Refused", "Verifier", "register", "verifier_for"]
+__all__ = [
+    "VERIFIERS",
+    "Claims",
+    "Evidence",
+    "Refused",
+    "Verifier",
+    "expected_report_data",
+    "judge",
+    "register",
+    "verifier_for",
+]
 
 
 @dataclass(frozen=True)
@@ -25,6 +40,18 @@ class Evidence:
     report: str
 
 
+@dataclass(frozen=True)
+class Claims:
+    """What a verifier vouches for."""
+
+    platform: str
+    measurement: str  # the Veil measurement the report binds (64 hex)
+    hardware: bool  # False: nothing but the caller's word backs the claims
+    launch: str | None = None  # SEV-SNP measurement, TDX MRTD, SGX MRENCLAVE (hex)
+    debug: bool = False  # the TEE lets its host read its memory
+    tcb: dict[str, int] = field(default_factory=dict)
+
+
 class Refused(Exception):
     """The evidence does not convince the verifier; the message is the reason."""
 
@@ -32,8 +59,8 @@ class Refused(Exception):
 class Verifier(Protocol):
     platform: str
 
-    def verify(self, evidence: Evidence, policy: AttestationPolicy) -> str:
-        """Return the measurement the report vouches for, or raise Refused."""
+    def verify(self, evidence: Evidence) -> Claims:
+        """Return the claims the evidence proves, or raise Refused."""
         ...
 
 
@@ -52,6 +79,53 @@ def verifier_for(platform: str) -> Verifier:
     return v
 
 
-from veil.cas.verifiers import simulation as _simulation  # noqa: E402  (registers itself)
+def expected_report_data(nonce: str, measurement: str) -> bytes:
+    """The 64 bytes a hardware report's report_data must hold (docs/attestation-protocol.md):
+    SHA-512 over the nonce's 32 bytes followed by the 32 bytes of the Veil measurement."""
+    try:
+        raw = base64.b64decode(nonce, validate=True) + bytes.fromhex(measurement)
+    except (binascii.Error, ValueError):
+        raise Refused("the nonce or the measurement is malformed") from None
+    return hashlib.sha512(raw).digest()
 
-register(_simulation.SimulationVerifier())
+
+def judge(claims: Claims, policy: AttestationPolicy, service: Service) -> str:
+    """Compare verified claims with the session; return the Veil measurement or raise Refused."""
+    if not claims.hardware and not policy.allows_simulation:
+        raise Refused(f"{claims.platform} evidence is not accepted in production mode")
+    if claims.debug and not policy.allows_debug:
+        raise Refused(
+            f"the {claims.platform} TEE runs with debugging enabled, which a production "
+            "session does not accept (tolerate: [debug-mode] to allow it)"
+        )
+    if claims.hardware:
+        accepted = service.attestation.platforms.get(claims.platform)  # type: ignore[call-overload]
+        if accepted is None:
+            raise Refused(f"the service accepts no {claims.platform} evidence")
+        if claims.launch not in accepted.measurement:
+            raise Refused(
+                f"{claims.platform} launch measurement {claims.launch} is not one the service "
+                f"accepts ({len(accepted.measurement)} value(s))"
+            )
+        for part, lowest in sorted(accepted.min_tcb.items()):
+            got = claims.tcb.get(part)
+            if got is None:
+                raise Refused(f"the {claims.platform} report has no TCB component {part!r}")
+            if got < lowest:
+                raise Refused(f"TCB component {part} is {got}, the service requires >= {lowest}")
+    if claims.measurement not in service.attestation.measurement:
+        raise Refused(
+            f"measurement does not match the session (got {claims.measurement}, the session "
+            f"allows {len(service.attestation.measurement)} other value(s))"
+        )
+    return claims.measurement
+
+
+def _register_builtin() -> None:
+    from veil.cas.verifiers.simulation import SimulationVerifier
+
+    for v in (SimulationVerifier(),):
+        register(v)
+
+
+_register_builtin()

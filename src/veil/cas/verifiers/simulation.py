@@ -2,7 +2,7 @@
 
 The report is base64 of `{"measurement": ..., "nonce": ...}`. Nothing backs it, so it proves
 only that the caller knows a fresh nonce and claims a measurement: anybody who can reach CAS can
-write such a report. It is accepted only for sessions that tolerate debug mode.
+write such a report. `judge` accepts it only for sessions that tolerate debug mode.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import binascii
 import hmac
 import json
 
-from veil.cas.verifiers import Evidence, Refused
-from veil.policy.session import AttestationPolicy
+from veil.cas.verifiers import Claims, Evidence, Refused
 
 __all__ = ["SimulationVerifier"]
 
@@ -21,9 +20,7 @@ __all__ = ["SimulationVerifier"]
 class SimulationVerifier:
     platform = "simulation"
 
-    def verify(self, evidence: Evidence, policy: AttestationPolicy) -> str:
-        if not policy.allows_simulation:
-            raise Refused("simulation evidence is not accepted in production mode")
+    def verify(self, evidence: Evidence) -> Claims:
         try:
             report = json.loads(base64.b64decode(evidence.report, validate=True))
         except (binascii.Error, ValueError):
@@ -34,4 +31,4 @@ class SimulationVerifier:
             raise Refused("the report is not bound to this nonce")
         if not hmac.compare_digest(str(report.get("measurement", "")), evidence.measurement):
             raise Refused("the report's measurement differs from the evidence's")
-        return evidence.measurement
+        return Claims(self.platform, evidence.measurement, hardware=False)
