@@ -119,7 +119,12 @@ def _buildah_build(ctx: Path, image: str, label: str, progress: Progress) -> str
                 hint="fix the command in build.run (it runs without network access, before the "
                 "application files are added)",
             )
-        raise OperationalError(f"building {image} failed at {step or 'start'}:\n{output}")
+        hint = None
+        if "overlay" in output.lower():
+            hint = ("overlay storage is not usable here; point CONTAINERS_STORAGE_CONF at a "
+                    "storage.conf with driver \"vfs\" (works everywhere, 10-25x slower)")
+        raise OperationalError(f"building {image} failed at {step or 'start'}:\n{output}",
+                               hint=hint)
     image_id = iidfile.read_text().strip()
     iidfile.unlink()
     return image_id
