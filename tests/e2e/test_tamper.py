@@ -77,6 +77,10 @@ def hello(registry: str, base_image: str, cas: Cas, tmp_path_factory: pytest.Tem
         mp.chdir(tmp / "src")
         assert main(["apply", "-f", str(manifest)]) == 0
         desc = json.loads((tmp / "src/target/e2e-hello/description.json").read_text())
+        # the session is made from what the image itself carries (what `veil inspect` prints)
+        from veil.image.describe import description_of
+
+        assert json.loads(description_of(f"{registry}/test/e2e-hello:1").to_json()) == desc
         doc = tmp / "session.json"
         doc.write_text(json.dumps(session_from(desc, "hello")))
         assert main(["session", "create", "-f", str(doc), "-n", "e2e", "--cas", cas.addr,
@@ -186,3 +190,43 @@ def test_production_session_refuses_simulation(hello: tuple[Path, str], registry
     proc = podman_run(f"{registry}/test/e2e-hello:1", cas, "e2e-prod/hello-prod/hello")
     assert proc.returncode != 0
     assert "simulation evidence is not accepted in production mode" in proc.stderr
+
+
+PROGRAM_WITH_FILE = """\
+import hashlib, os, stat
+data = open("/python/conf/app.conf", "rb").read()
+mode = stat.S_IMODE(os.stat("/python/conf/app.conf").st_mode)
+print("file", oct(mode), hashlib.sha256(data).hexdigest(), flush=True)
+print("env", hashlib.sha256(b"pw=" + os.environ["API_PASSWORD"].encode()).hexdigest(), flush=True)
+"""
+
+
+def test_injection_files_are_written_before_the_program_starts(
+    registry: str, base_image: str, cas: Cas, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifest = hello_service(tmp_path, registry, base_image, name="e2e-files",
+                             program=PROGRAM_WITH_FILE)
+    manifest.write_text(manifest.read_text() + """\
+injection_files:
+  - path: /python/conf/app.conf
+    content: "pw=$$SCONE::password$$"
+    permission: "0640"
+""")
+    monkeypatch.chdir(tmp_path)
+    desc = build(capsys, manifest)
+    doc = session_from(desc, "files")
+    doc["images"] = [{"name": "hello_image", "injection_files": [
+        {"path": f["path"], "content": f["content"], "mode": f["permission"]}
+        for f in desc["injection_files"]]}]  # type: ignore[attr-defined]
+    (tmp_path / "files.json").write_text(json.dumps(doc))
+    veil(capsys, "session", "create", "-f", str(tmp_path / "files.json"), "-n", "e2e-files",
+         "--cas", cas.addr, "--cas-key", cas.key)
+    proc = podman_run(f"{registry}/test/e2e-files:1", cas, "e2e-files/files/hello")
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(ln.split(" ", 1) for ln in proc.stdout.splitlines())
+    mode, file_sum = lines["file"].split()
+    assert mode == "0o640"
+    # the file holds the same CAS-generated password the environment got, never the reference
+    assert file_sum == lines["env"]
+    assert "SCONE::" not in proc.stdout
