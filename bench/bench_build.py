@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.image.support import (  # noqa: E402
+    _remove_local_images,
     _start_registry,
     hello_service,
     use_project_containers_conf,
@@ -88,6 +89,7 @@ def main() -> None:
     finally:
         os.kill(reg_proc.pid, 15)
         reg_proc.wait()
+        _remove_local_images(registry)
         shutil.rmtree(reg_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 

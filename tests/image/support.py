@@ -71,6 +71,18 @@ def _start_registry() -> tuple[str, subprocess.Popen[bytes], Path]:
     raise RuntimeError(f"docker-registry did not start: {(work / 'log').read_text()[-500:]}")
 
 
+def _remove_local_images(addr: str) -> None:
+    """Untag what this session built or pulled (names carry its random port), so local storage
+    does not grow with every run; shared layers stay cached."""
+    if not have("buildah"):
+        return
+    out = subprocess.run(["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"],
+                         capture_output=True, text=True, check=False).stdout
+    names = sorted({n for n in out.split() if n.startswith(addr + "/")})
+    if names:
+        subprocess.run(["buildah", "rmi", *names], capture_output=True, check=False)
+
+
 @pytest.fixture(scope="session")
 def registry() -> Iterator[str]:
     """HOST:PORT of a running registry."""
@@ -92,6 +104,7 @@ def registry() -> Iterator[str]:
             assert isinstance(proc, subprocess.Popen)
             os.kill(proc.pid, 15)
             proc.wait(timeout=10)
+            _remove_local_images(str(_registry["addr"]))
             shutil.rmtree(str(_registry.pop("work")), ignore_errors=True)
             _registry.clear()
 
