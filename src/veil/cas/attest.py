@@ -19,10 +19,10 @@ import struct
 import time
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert
+from sqlalchemy import Connection, delete
 from sqlalchemy.exc import IntegrityError
 
-from veil.cas import audit
+from veil.cas import audit, fastsql
 from veil.cas.core import Cas, Head, Refusal
 from veil.cas.secrets import Material
 from veil.cas.store import used_nonces
@@ -34,7 +34,7 @@ __all__ = ["KNOWN_TTL", "NONCE_TTL", "issue_nonce", "known_config_id", "new_nonc
 
 NONCE_TTL = 60
 KNOWN_TTL = 2.0
-_USE_NONCE = insert(used_nonces)
+_USE_NONCE_SQL = "INSERT INTO used_nonces (nonce, expires) VALUES (:nonce, :expires)"
 _SWEEP_EVERY = 1024
 
 
@@ -189,7 +189,9 @@ def provision(cas: Cas, evidence: Evidence) -> dict[str, Any]:
                 except Refused as err:
                     raise Refusal(403, str(err)) from None
                 config = _configuration(cas, head, doc, service)
-                conn.execute(_USE_NONCE, {"nonce": evidence.nonce[:44], "expires": expires})
+                fastsql.execute(
+                    conn, _USE_NONCE_SQL, {"nonce": evidence.nonce[:44], "expires": expires}
+                )
                 audit.append(
                     conn,
                     cas.keys.audit,

@@ -16,8 +16,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, select
 
+from veil.cas import fastsql
 from veil.cas.store import GENESIS, audit, audit_head
 
 __all__ = ["AuditReport", "append", "verify"]
@@ -27,26 +28,23 @@ def _mac(key: bytes, prev: str, entry: str) -> str:
     return hmac.new(key, f"{prev}\n{entry}".encode(), hashlib.sha256).hexdigest()
 
 
-_LOCK_HEAD = (
-    select(audit_head.c.seq, audit_head.c.mac).where(audit_head.c.id == 1).with_for_update()
-)
-_INSERT = insert(audit)
-_MOVE_HEAD = (
-    update(audit_head)
-    .where(audit_head.c.id == 1)
-    .values(seq=bindparam("new_seq"), mac=bindparam("new_mac"))
-)
+_HEAD_SQL = "SELECT seq, mac FROM audit_head WHERE id = 1"
+_INSERT_SQL = "INSERT INTO audit (seq, entry, prev, mac) VALUES (:seq, :entry, :prev, :mac)"
+_MOVE_SQL = "UPDATE audit_head SET seq = :seq, mac = :mac WHERE id = 1"
 
 
 def append(conn: Connection, key: bytes, event: str, **fields: Any) -> int:
-    """Append one entry inside the caller's transaction; returns its sequence number."""
-    head = conn.execute(_LOCK_HEAD).one()
-    seq = int(head.seq) + 1
+    """Append one entry inside the caller's transaction; returns its sequence number.
+
+    The head row is read with a row lock (PostgreSQL) or under SQLite's write lock, so
+    concurrent appends from any replica form one chain."""
+    prev_seq, prev_mac = fastsql.execute(conn, _HEAD_SQL + fastsql.for_update(conn)).fetchone()
+    seq = int(prev_seq) + 1
     data = {"event": event, "seq": seq, "time": dt.datetime.now(dt.UTC).isoformat(), **fields}
     entry = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    mac = _mac(key, head.mac, entry)
-    conn.execute(_INSERT, {"seq": seq, "entry": entry, "prev": head.mac, "mac": mac})
-    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_mac": mac})
+    mac = _mac(key, prev_mac, entry)
+    fastsql.execute(conn, _INSERT_SQL, {"seq": seq, "entry": entry, "prev": prev_mac, "mac": mac})
+    fastsql.execute(conn, _MOVE_SQL, {"seq": seq, "mac": mac})
     return seq
 
 

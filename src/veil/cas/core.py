@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, select
 
-from veil.cas import audit
+from veil.cas import audit, fastsql
 from veil.cas.secrets import Material, open_sealed
 from veil.cas.state import Keyring
 from veil.cas.store import secrets_t, session_heads, session_versions
@@ -28,6 +28,9 @@ _HEAD = select(session_heads).where(
 )
 _HEAD_HASH = select(session_heads.c.hash).where(
     session_heads.c.namespace == bindparam("ns"), session_heads.c.name == bindparam("name")
+)
+_HEAD_SQL = (
+    "SELECT version, hash, creator FROM session_heads WHERE namespace = :ns AND name = :name"
 )
 _DOC = select(session_versions.c.document).where(session_versions.c.hash == bindparam("h")).limit(1)
 _SECRETS = select(secrets_t.c.name, secrets_t.c.fingerprint, secrets_t.c.sealed).where(
@@ -108,7 +111,10 @@ class Cas:
     def head(self, namespace: str, name: str, conn: Connection | None = None) -> Head | None:
         """The current version; with `conn`, as that (write) transaction sees it."""
         if conn is not None:
-            row = conn.execute(_HEAD, {"ns": namespace, "name": name}).first()
+            row = fastsql.execute(conn, _HEAD_SQL, {"ns": namespace, "name": name}).fetchone()
+            if row is None:
+                return None
+            return Head(namespace, name, int(row[0]), row[1], row[2])
         else:
             with self.r.connect() as rconn:
                 row = rconn.execute(_HEAD, {"ns": namespace, "name": name}).first()
