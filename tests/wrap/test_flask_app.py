@@ -94,6 +94,14 @@ def test_predict_and_request_id(server: Server) -> None:
     assert any(ln["request_id"] == "abc-1" and ln["status"] == 200 for ln in access)
 
 
+def test_every_log_line_is_json(server: Server) -> None:
+    lines = [ln for ln in server.log.read_text().splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("{") for ln in lines), lines[:5]
+    parsed = log_lines(server)
+    assert {"gunicorn.error", "veil.wrapper"} <= {str(ln["logger"]) for ln in parsed}
+    assert all({"ts", "level", "logger", "msg"} <= ln.keys() for ln in parsed)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "error", "message"),
     [
