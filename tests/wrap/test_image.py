@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from tests.conftest import free_port
 from tests.image.support import need
 from tests.wrap.conftest import EXAMPLE_REPO
 from veil.cli import main
+from veil.image.tools import container_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,14 +37,37 @@ def test_wrapped_flask_image_serves_predictions(
     monkeypatch.chdir(out)
     assert main(["apply", "-f", str(out / "service.yaml"), "--no-push"]) == 0, \
         capsys.readouterr().err
+    _serve_and_check(image, ["--entrypoint", "python3", "-e", "VEIL_ENTRYPOINT=model:Classifier",
+                             "-w", "/app"], ["-m", "veil_runner", "flask"])
+
+
+def test_wrapped_context_with_wheels_builds_with_plain_buildah(
+    registry: str, base_image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`veil wrap --wheels`: its Containerfile alone builds offline; the image's CMD serves."""
+    need("buildah", "podman")
+    out = tmp_path / "wrapped"
+    assert main(["wrap", "flask", str(EXAMPLE_REPO), "-e", "model:Classifier", "-o", str(out),
+                 "--from", base_image, "--wheels"]) == 0, capsys.readouterr().err
+    image = f"localhost/veil-test/wrapped-plain:{uuid.uuid4().hex[:8]}"
+    build = subprocess.run(
+        ["buildah", "build", "--isolation", "chroot", "--layers", "--tls-verify=false",
+         "-f", "Containerfile", "-t", image, "."],
+        cwd=out, env=container_env(), capture_output=True, text=True, check=False)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    try:
+        _serve_and_check(image, [], [])
+    finally:
+        subprocess.run(["podman", "rmi", "-f", image], capture_output=True, check=False)
+
+
+def _serve_and_check(image: str, run_args: list[str], command: list[str]) -> None:
     port = free_port()
     name = f"veil-wrap-test-{port}"
     proc = subprocess.run(
         ["podman", "run", "-d", "--rm", "--init", "--name", name, "--network", "host",
-         "--entrypoint", "python3", "-e", f"HTTP_PORT={port}", "-e", "HTTP_HOST=127.0.0.1",
-         "-e", "VEIL_ENTRYPOINT=model:Classifier", "-w", "/app", image, "-m", "veil_runner",
-         "flask"],
-        capture_output=True, text=True, check=False,
+         "-e", f"HTTP_PORT={port}", "-e", "HTTP_HOST=127.0.0.1", *run_args, image, *command],
+        capture_output=True, text=True, check=False, env=container_env(),
     )
     assert proc.returncode == 0, proc.stderr
     try:

@@ -24,6 +24,9 @@ OUTPUT = typer.Option(..., "--output", "-o", help="Folder to write the build con
 BASE = typer.Option(None, "--from", help="Python base image (default: $VEIL_BASE_IMAGE).")
 NAME = typer.Option(None, "--name", help="Service name (default: the repository's folder name).")
 IMAGE = typer.Option(None, "--to", help="Image reference for build.to (default: localhost/NAME).")
+WHEELS = typer.Option(False, "--wheels", help="Download the requirements' wheels into the context "
+                      "so that its Containerfile builds without a package index.")
+PYTHON = typer.Option("3.11", "--python-version", help="The base image's Python, for --wheels.")
 
 
 def _service_name(repo: Path, name: str | None) -> str:
@@ -36,9 +39,10 @@ def _service_name(repo: Path, name: str | None) -> str:
 
 
 def _wrap(kind: str, repo: Path, entrypoint: str, output: Path, base: str | None,
-          name: str | None, image: str | None) -> None:
+          name: str | None, image: str | None, wheels: bool, python: str) -> None:
     service = _service_name(repo, name)
-    result: WrapResult = prepare_context(repo, kind, entrypoint, output, base_image=base)
+    result: WrapResult = prepare_context(repo, kind, entrypoint, output, base_image=base,
+                                         wheels_for_python=python if wheels else None)
     manifest = service_manifest(result, name=service, image=image or f"localhost/{service}:latest")
     atomic_write_text(result.dest_dir / "service.yaml", manifest)
     for w in result.warnings:
@@ -52,16 +56,18 @@ def _wrap(kind: str, repo: Path, entrypoint: str, output: Path, base: str | None
 
 @wrap_app.command("flask", no_args_is_help=True)
 def wrap_flask(repo: Path = REPO, entrypoint: str = ENTRYPOINT, output: Path = OUTPUT,
-               base: str | None = BASE, name: str | None = NAME, image: str | None = IMAGE) -> None:
+               base: str | None = BASE, name: str | None = NAME, image: str | None = IMAGE,
+               wheels: bool = WHEELS, python: str = PYTHON) -> None:
     """gunicorn + Flask: POST /predict, /health, /ready, /metrics, /openapi.json."""
-    _wrap("flask", repo, entrypoint, output, base, name, image)
+    _wrap("flask", repo, entrypoint, output, base, name, image, wheels, python)
 
 
 @wrap_app.command("kafka", no_args_is_help=True)
 def wrap_kafka(repo: Path = REPO, entrypoint: str = ENTRYPOINT, output: Path = OUTPUT,
-               base: str | None = BASE, name: str | None = NAME, image: str | None = IMAGE) -> None:
+               base: str | None = BASE, name: str | None = NAME, image: str | None = IMAGE,
+               wheels: bool = WHEELS, python: str = PYTHON) -> None:
     """Consumer group on KAFKA_INPUT_TOPIC → KAFKA_OUTPUT_TOPIC, failures → KAFKA_DLQ_TOPIC."""
-    _wrap("kafka", repo, entrypoint, output, base, name, image)
+    _wrap("kafka", repo, entrypoint, output, base, name, image, wheels, python)
 
 
 @wrap_app.command("env")
