@@ -72,10 +72,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     finally:
         os.kill(proc.pid, signal.SIGTERM)  # gunicorn's master: it stops its workers
         try:
-            proc.wait(20)
+            code = proc.wait(20)
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+            raise
+        assert code == 0, "SIGTERM stops the wrapper cleanly"
 
 
 def log_lines(server: Server) -> list[dict[str, object]]:
