@@ -106,7 +106,7 @@ class PlatformPolicy(_Model):
     optionally, a minimum TCB (component name -> lowest accepted security version)."""
 
     measurement: list[Annotated[str, Field(pattern=HEX_LAUNCH)]] = Field(min_length=1)
-    min_tcb: dict[str, Annotated[int, Field(ge=0, le=255)]] = Field(default_factory=dict)
+    min_tcb: dict[str, Annotated[int, Field(ge=0, le=65535)]] = Field(default_factory=dict)
 
     @field_validator("measurement", mode="before")
     @classmethod

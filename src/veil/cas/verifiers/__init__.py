@@ -122,9 +122,11 @@ def judge(claims: Claims, policy: AttestationPolicy, service: Service) -> str:
 
 
 def _register_builtin() -> None:
+    from veil.cas.verifiers.quote import SgxDcapVerifier, TdxVerifier
     from veil.cas.verifiers.simulation import SimulationVerifier
+    from veil.cas.verifiers.snp import SnpVerifier
 
-    for v in (SimulationVerifier(),):
+    for v in (SimulationVerifier(), SnpVerifier(), TdxVerifier(), SgxDcapVerifier()):
         register(v)
 
 
