@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -160,9 +162,10 @@ def test_refusals_have_reasons(alice: CasClient, launcher: Launcher, ns: str) ->
     assert launcher.provision(launcher.evidence(cid, M1, forged)).status_code == 403
     # unknown platform
     ev = launcher.evidence(cid, M1, launcher.nonce(cid).json()["nonce"])
-    ev["platform"] = "sev-snp"
+    ev["platform"] = "nitro"
     r = launcher.provision(ev)
-    assert r.status_code == 403 and "no verifier for platform 'sev-snp'" in r.text
+    assert r.status_code == 403 and "no verifier for platform 'nitro'" in r.text
+    assert "sev-snp, sgx-dcap, simulation, tdx" in r.text
 
 
 def test_production_session_refuses_simulation(
@@ -305,3 +308,54 @@ def test_request_without_client_cert_has_no_identity(launcher: Launcher, cas: Ca
     r = launcher.http.post("/v1/namespaces/anon/sessions", json=copy.deepcopy(session()))
     assert r.status_code == 401
     assert isinstance(httpx.Response, type)
+
+
+def test_hardware_evidence_through_cas(
+    alice: CasClient, launcher: Launcher, ns: str, cas: CasServer
+) -> None:
+    """Real SEV-SNP and TDX evidence reaches the verifiers; its report_data was made for
+    another nonce, so CAS refuses it, says why and audits the refusal."""
+    data = Path(__file__).parent / "data" / "attestation"
+    doc = session(mode="production")
+    snp_launch = "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c"
+    snp_launch += "23500644e0e692e6be917f9050d3d38c"
+    doc["services"][0]["attestation"]["platforms"] = {"sev-snp": {"measurement": [snp_launch]}}
+    alice.create_session(ns, doc)
+    assert alice.read_session(ns, "hello")["session"]["services"][0]["attestation"][
+        "platforms"
+    ] == {"sev-snp": {"measurement": [snp_launch], "min_tcb": {}}}
+    cid = f"{ns}/hello/app"
+    report = {
+        "report": base64.b64encode((data / "snp" / "test-report.bin").read_bytes()).decode(),
+        "cert": base64.b64encode((data / "snp" / "test-vcek.der").read_bytes()).decode(),
+    }
+    ev = launcher.evidence(cid, M1, launcher.nonce(cid).json()["nonce"])
+    ev.update(platform="sev-snp", report=base64.b64encode(json.dumps(report).encode()).decode())
+    r = launcher.provision(ev)
+    assert r.status_code == 403, r.text
+    assert "report_data does not bind this nonce" in r.json()["detail"]["reason"]
+    ev = launcher.evidence(cid, M1, launcher.nonce(cid).json()["nonce"])
+    quote = (data / "tdx" / "tdx_quote_5.dat").read_bytes()
+    ev.update(platform="tdx", report=base64.b64encode(quote).decode())
+    r = launcher.provision(ev)
+    assert r.status_code == 403 and "quote's report_data does not bind" in r.text
+    with sqlite3.connect(cas.files.root / "cas.db") as db:
+        reasons = [
+            json.loads(e)["reason"]
+            for (e,) in db.execute("SELECT entry FROM audit WHERE entry LIKE ?", (f"%{cid}%",))
+            if json.loads(e).get("outcome") == "denied"
+        ]
+    assert any("report_data does not bind" in x for x in reasons), reasons
+    assert any("quote's report_data" in x for x in reasons), reasons
+
+
+def test_platform_policy_is_validated(alice: CasClient, ns: str) -> None:
+    doc = session()
+    doc["services"][0]["attestation"]["platforms"] = {
+        "nitro": {"measurement": ["ab" * 48]},
+        "tdx": {"measurement": ["abc"]},
+    }
+    with pytest.raises(UserError) as err:
+        alice.create_session(ns, doc)
+    text = str(err.value)
+    assert "422" in text and "platforms.nitro" in text and "platforms.tdx.measurement" in text

@@ -55,7 +55,7 @@ _V5_BODIES = {1: SGX_BODY, 2: TD10_BODY, 3: TD15_BODY}
 
 # TD report body offsets (Intel TDX DCAP quote layout)
 _TD_FIELDS = {
-    "tee_tcb_svn": (0, 16),
+    "tcb_svn": (0, 16),
     "mr_seam": (16, 48),
     "mrsigner_seam": (64, 48),
     "seam_attributes": (112, 8),
@@ -275,7 +275,7 @@ class TdxVerifier:
             raise Refused("this is an SGX quote; use platform sgx-dcap")
         verify_quote(q)
         _bound(q, evidence)
-        svn = q.field("tee_tcb_svn")
+        svn = q.field("tcb_svn")
         return Claims(
             self.platform,
             evidence.measurement,

@@ -1,0 +1,165 @@
+"""The tdx and sgx-dcap verifiers against real Intel quotes (tests/cas/data/attestation)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from veil.cas.verifiers import Claims, Evidence, Refused, judge, verifier_for
+from veil.cas.verifiers import quote as q
+from veil.policy.session import SessionDoc
+
+DATA = Path(__file__).parent / "data" / "attestation"
+QUOTES = ["tdx/tdx_quote_4.dat", "tdx/tdx_quote_5.dat", "tdx/tdx_quote_6.dat"]
+SGX = "sgx/occlum_quote.dat"
+
+
+def _raw(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def test_tdx_v4_fields_match_the_expected_claims() -> None:
+    expected = json.loads((DATA / "tdx" / "parse_tdx_claims_expected.json").read_text())["quote"]
+    quote = q.parse_quote(_raw(QUOTES[0]))
+    for name, value in expected["body"].items():
+        assert quote.field(name).hex() == value, name
+    h = expected["header"]
+    assert struct.pack("<H", quote.version).hex() == h["version"]
+    assert quote.header[2:4].hex() == h["att_key_type"]
+    assert quote.header[4:8].hex() == h["tee_type"]
+    assert quote.header[8:12].hex() == h["reserved"]
+    assert quote.header[12:28].hex() == h["vendor_id"]
+    assert quote.header[28:48].hex() == h["user_data"]
+    assert quote.debug  # td_attributes 01...: a debug TD, as the expected claims say
+
+
+def test_tdx_v5_with_td15_body() -> None:
+    quote = q.parse_quote(_raw(QUOTES[1]))
+    assert quote.version == 5 and len(quote.body) == q.TD15_BODY and not quote.debug
+    assert quote.field("mr_td").hex().startswith("dfba221b48a22af8")
+
+
+@pytest.mark.parametrize("name", [*QUOTES, SGX])
+def test_real_quotes_verify(name: str) -> None:
+    quote = q.parse_quote(_raw(name))
+    q.verify_quote(quote)
+    assert [
+        c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value for c in quote.pck_chain
+    ][::2] == ["Intel SGX PCK Certificate", "Intel SGX Root CA"]
+
+
+def test_sgx_quote_fields() -> None:
+    quote = q.parse_quote(_raw(SGX))
+    assert quote.version == 3 and quote.tee_type == q.TEE_SGX
+    assert quote.field("mr_enclave").hex().startswith("8f173e4613ff05c5")
+    assert quote.debug  # an Occlum debug enclave
+
+
+def _flip(raw: bytes, offset: int) -> bytes:
+    b = bytearray(raw)
+    b[offset] ^= 0x01
+    return bytes(b)
+
+
+def test_tampering_is_detected() -> None:
+    raw = _raw(QUOTES[0])
+    with pytest.raises(Refused, match="quote's signature does not verify"):
+        q.verify_quote(q.parse_quote(_flip(raw, q.HEADER + 136)))  # a bit of MRTD
+    # the QE report follows: length (4), signature (64), key (64), type (2), size (4)
+    qe = q.HEADER + q.TD10_BODY + 4 + 128 + 6
+    with pytest.raises(Refused, match="QE report's signature does not verify"):
+        q.verify_quote(q.parse_quote(_flip(raw, qe + 10)))
+    with pytest.raises(Refused, match="truncated"):
+        q.parse_quote(raw[:1000])
+
+
+def test_chain_must_end_in_the_pinned_intel_root() -> None:
+    quote = q.parse_quote(_raw(QUOTES[0]))
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = quote.pck_chain[-1].subject
+    now = dt.datetime.now(dt.UTC)
+    fake_root = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    with pytest.raises(Refused, match="does not end in Intel's SGX Root CA"):
+        q.verify_pck_chain([*quote.pck_chain[:-1], fake_root])
+    with pytest.raises(Refused, match="needs the PCK"):
+        q.verify_pck_chain(quote.pck_chain[:1])
+    # the PCK certificate's issuer swapped for the root: signature check fails
+    with pytest.raises(Refused, match="is not signed by its issuer"):
+        q.verify_pck_chain([quote.pck_chain[0], quote.pck_chain[2], quote.pck_chain[2]])
+    late = quote.pck_chain[0].not_valid_after_utc + dt.timedelta(days=1)
+    with pytest.raises(Refused, match="is not valid now"):
+        q.verify_pck_chain(quote.pck_chain, late)
+    pinned = x509.load_der_x509_certificate(
+        quote.pck_chain[-1].public_bytes(serialization.Encoding.DER)
+    )
+    assert q._spki(pinned) == q.intel_root_spki()
+
+
+def _evidence(platform: str, raw: bytes) -> Evidence:
+    nonce = base64.b64encode(os.urandom(32)).decode()
+    return Evidence("ns/s/app", "ab" * 32, nonce, platform, base64.b64encode(raw).decode())
+
+
+def test_verifiers_refuse_unbound_and_mismatched_quotes() -> None:
+    with pytest.raises(Refused, match="does not bind this nonce"):
+        verifier_for("tdx").verify(_evidence("tdx", _raw(QUOTES[0])))
+    with pytest.raises(Refused, match="does not bind this nonce"):
+        verifier_for("sgx-dcap").verify(_evidence("sgx-dcap", _raw(SGX)))
+    with pytest.raises(Refused, match="SGX quote; use platform sgx-dcap"):
+        verifier_for("tdx").verify(_evidence("tdx", _raw(SGX)))
+    with pytest.raises(Refused, match="TDX quote; use platform tdx"):
+        verifier_for("sgx-dcap").verify(_evidence("sgx-dcap", _raw(QUOTES[1])))
+    ev = Evidence("ns/s/app", "ab" * 32, "AAAA", "tdx", "%%%")
+    with pytest.raises(Refused, match="base64 of the quote"):
+        verifier_for("tdx").verify(ev)
+
+
+def test_debug_td_is_refused_by_a_production_session() -> None:
+    quote = q.parse_quote(_raw(QUOTES[0]))
+    mrtd = quote.field("mr_td").hex()
+    claims = Claims(
+        "tdx",
+        "ab" * 32,
+        hardware=True,
+        launch=mrtd,
+        debug=quote.debug,
+        tcb={"module_minor": 3, "module_major": 0, "qe": 0, "pce": 0},
+    )
+    doc = SessionDoc.model_validate(
+        {
+            "name": "s",
+            "services": [
+                {
+                    "name": "app",
+                    "command": "x",
+                    "attestation": {
+                        "measurement": ["ab" * 32],
+                        "platforms": {"tdx": {"measurement": mrtd}},
+                    },
+                }
+            ],
+        }
+    )
+    with pytest.raises(Refused, match="tdx TEE runs with debugging enabled"):
+        judge(claims, doc.security.attestation, doc.services[0])
+    doc.security.attestation.tolerate.append("debug-mode")
+    assert judge(claims, doc.security.attestation, doc.services[0]) == "ab" * 32
