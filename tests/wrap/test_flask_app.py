@@ -164,13 +164,29 @@ def test_metrics_add_up_across_workers(server: Server) -> None:
                                headers={"connection": "close"}).status_code == 200
         client.post(server.url + "/predict", content=b"nope")
     after = httpx.get(server.url + "/metrics").text
-    ok = 'veil_predict_requests_total{status="200"}'
+    ok = 'veil_predict_duration_seconds_count{status="200"}'
     assert _metric(after, ok) - _metric(before, ok) == 40
-    bad = 'veil_predict_errors_total{cause="bad_json"}'
+    bad = 'veil_predict_duration_seconds_count{status="400"}'
     assert _metric(after, bad) - _metric(before, bad) == 1
-    count = "veil_predict_duration_seconds_count"
-    assert _metric(after, count) - _metric(before, count) == 41
+    cause = 'veil_predict_errors_total{cause="bad_json"}'
+    assert _metric(after, cause) - _metric(before, cause) == 1
+    fast = 'veil_predict_duration_seconds_bucket{le="10.0",status="200"}'
+    assert _metric(after, fast) - _metric(before, fast) == 40
     time.sleep(0.2)
     access = [ln for ln in log_lines(server) if ln.get("logger") == "veil.wrapper.access"]
     workers = {ln["worker"] for ln in access}
     assert len(workers) == 2, "both workers answered, so the sum above spans both"
+
+
+def test_chunked_body_over_the_limit_is_refused(server: Server) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"pad": "'
+        for _ in range(30):
+            yield b"a" * 100
+        yield b'"}'
+
+    r = httpx.post(server.url + "/predict", content=chunks())
+    assert r.request.headers.get("transfer-encoding") == "chunked"
+    assert r.status_code == 413 and r.json()["error"] == "request_entity_too_large"
+    small = httpx.post(server.url + "/predict", content=iter([b'{"x"', b": 2}"]))
+    assert (small.status_code, small.json()) == (200, {"y": 6})

@@ -84,6 +84,6 @@ def _serve_and_check(image: str, run_args: list[str], command: list[str]) -> Non
             time.sleep(0.2)
         r = httpx.post(url + "/predict", json={"x": 42})
         assert (r.status_code, r.json()) == (200, {"label": "large", "x": 42.0})
-        assert "veil_predict_requests_total" in httpx.get(url + "/metrics").text
+        assert "veil_predict_duration_seconds_count" in httpx.get(url + "/metrics").text
     finally:
         subprocess.run(["podman", "stop", "-t", "5", name], capture_output=True, check=False)

@@ -49,7 +49,9 @@ logger_class = JsonLogger
 # worker imports prometheus_client, i.e. here in the master, before the fork.
 _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _own_metrics_dir:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="veil-metrics-")
+    # In memory (tmpfs) where there is one: every metric update writes to a mapped file.
+    _shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="veil-metrics-", dir=_shm)
 
 
 def child_exit(server: Any, worker: Any) -> None:

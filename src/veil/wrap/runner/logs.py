@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -63,6 +64,10 @@ class AccessLog:
         self._lock = threading.Lock()  # gthread workers: one line at a time
         self._second = -1
         self._stamp = ""
+        try:
+            self._fd: int | None = (stream or sys.stderr).fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None  # not a real file (e.g. captured by a test runner)
 
     def write(self, request_id: str, status: int, worker: int, duration_ms: float) -> None:
         t = time.time()
@@ -77,4 +82,9 @@ class AccessLog:
         )
         stream = self._stream or sys.stderr
         with self._lock:
-            stream.write(line)
+            if self._fd is None:
+                stream.write(line)
+            else:
+                # One write(2) of one line: atomic on a pipe (< PIPE_BUF), and no text buffer
+                # (stderr is line-buffered, so nothing of other writers waits in it).
+                os.write(self._fd, line.encode())
