@@ -20,21 +20,33 @@ import time
 from typing import Any
 
 from sqlalchemy import Connection, delete
-from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from veil.cas import audit, fastsql
 from veil.cas.core import Cas, Head, Refusal
+from veil.cas.groupcommit import Job
 from veil.cas.secrets import Material
 from veil.cas.store import used_nonces
 from veil.cas.substitute import UnknownReference, substitute
 from veil.cas.verifiers import Claims, Evidence, Refused, judge, verifier_for
 from veil.policy.session import SessionDoc
 
-__all__ = ["KNOWN_TTL", "NONCE_TTL", "issue_nonce", "known_config_id", "new_nonce", "provision"]
+__all__ = [
+    "KNOWN_TTL",
+    "NONCE_TTL",
+    "issue_nonce",
+    "known_config_id",
+    "new_nonce",
+    "provision",
+    "provision_async",
+]
 
 NONCE_TTL = 60
 KNOWN_TTL = 2.0
-_USE_NONCE_SQL = "INSERT INTO used_nonces (nonce, expires) VALUES (:nonce, :expires)"
+# a replay inserts nothing (rowcount 0) instead of failing, so it does not abort the batch
+_USE_NONCE_SQL = (
+    "INSERT INTO used_nonces (nonce, expires) VALUES (:nonce, :expires) ON CONFLICT DO NOTHING"
+)
 _SWEEP_EVERY = 1024
 
 
@@ -166,56 +178,104 @@ def _build_configuration(cas: Cas, head: Head, doc: SessionDoc, service: str) ->
     return {"env": env, "argv": argv, "pwd": svc.pwd, "files": files}
 
 
-def provision(cas: Cas, evidence: Evidence) -> dict[str, Any]:
-    """Check the nonce and the evidence (no database, no lock: the costly part), then, in one
-    write transaction, read the session's current version, judge the claims against it, use up
-    the nonce and append the audit entry. Reading the version inside the transaction means an
-    update that is acknowledged applies to every later provisioning."""
-    where = {"config_id": evidence.config_id, "platform": evidence.platform}
+def _checked(cas: Cas, evidence: Evidence) -> tuple[int, Claims]:
+    """The nonce and the evidence: no database, no lock (hardware evidence costs milliseconds
+    of signature checks). Returns the nonce's expiry and the verified claims."""
+    _split_config_id(evidence.config_id)
+    expires = _check_nonce(cas, evidence.config_id, evidence.nonce)
     try:
-        _split_config_id(evidence.config_id)
-        expires = _check_nonce(cas, evidence.config_id, evidence.nonce)
+        return expires, verifier_for(evidence.platform).verify(evidence)
+    except Refused as err:
+        raise Refusal(403, str(err)) from None
+
+
+def _deny(conn: Connection, cas: Cas, evidence: Evidence, refusal: Refusal) -> Refusal:
+    audit.append(
+        conn,
+        cas.keys.audit,
+        "denied",
+        op="provision",
+        outcome="denied",
+        reason=refusal.reason,
+        measurement=evidence.measurement,
+        config_id=evidence.config_id,
+        platform=evidence.platform,
+    )
+    return refusal
+
+
+def _write_job(cas: Cas, evidence: Evidence, expires: int, claims: Claims) -> Job:
+    """The transactional part, run by the group committer: read the session's current version
+    (inside the transaction, so an acknowledged update applies to every later provisioning),
+    judge the claims against it, use up the nonce, append the audit entry. A refusal writes
+    nothing but its audit entry and is returned, not raised (the batch goes on)."""
+
+    def job(conn: Connection) -> dict[str, Any] | Refusal:
         try:
-            claims = verifier_for(evidence.platform).verify(evidence)
-        except Refused as err:
-            raise Refusal(403, str(err)) from None
-        try:
-            with cas.write() as conn:
-                head, doc, service = _service_session(cas, evidence.config_id, conn)
-                svc = doc.service(service)
-                assert svc is not None
-                try:
-                    measurement = judge(claims, doc.security.attestation, svc)
-                except Refused as err:
-                    raise Refusal(403, str(err)) from None
-                config = _configuration(cas, head, doc, service)
-                fastsql.execute(
-                    conn, _USE_NONCE_SQL, {"nonce": evidence.nonce[:44], "expires": expires}
-                )
-                audit.append(
-                    conn,
-                    cas.keys.audit,
-                    "provision",
-                    outcome="ok",
-                    measurement=measurement,
-                    hash=head.hash,
-                    **where,
-                    **_claims_fields(claims),
-                )
-        except IntegrityError:
-            raise Refusal(403, "the nonce was already used (replayed evidence)") from None
-    except Refusal as r:
-        cas.audit_event(
-            "denied",
-            op="provision",
-            outcome="denied",
-            reason=r.reason,
-            measurement=evidence.measurement,
-            **where,
+            head, doc, service = _service_session(cas, evidence.config_id, conn)
+            svc = doc.service(service)
+            assert svc is not None
+            try:
+                measurement = judge(claims, doc.security.attestation, svc)
+            except Refused as err:
+                raise Refusal(403, str(err)) from None
+            config = _configuration(cas, head, doc, service)
+            used = fastsql.execute(
+                conn, _USE_NONCE_SQL, {"nonce": evidence.nonce[:44], "expires": expires}
+            )
+            if used.rowcount != 1:
+                raise Refusal(403, "the nonce was already used (replayed evidence)")
+        except Refusal as r:
+            return _deny(conn, cas, evidence, r)
+        audit.append(
+            conn,
+            cas.keys.audit,
+            "provision",
+            outcome="ok",
+            measurement=measurement,
+            hash=head.hash,
+            config_id=evidence.config_id,
+            platform=evidence.platform,
+            **_claims_fields(claims),
         )
-        raise
+        return config
+
+    return job
+
+
+def _refused_job(cas: Cas, evidence: Evidence, refusal: Refusal) -> Job:
+    return lambda conn: _deny(conn, cas, evidence, refusal)
+
+
+def _answer(cas: Cas, out: dict[str, Any] | Refusal) -> dict[str, Any]:
+    if isinstance(out, Refusal):
+        raise out
     _sweep(cas)
-    return config
+    return out
+
+
+def provision(cas: Cas, evidence: Evidence) -> dict[str, Any]:
+    """Check the evidence, then use the nonce and audit in the next group commit."""
+    try:
+        job = _write_job(cas, evidence, *_checked(cas, evidence))
+    except Refusal as r:
+        job = _refused_job(cas, evidence, r)
+    return _answer(cas, cas.committer.run(job))
+
+
+async def provision_async(cas: Cas, evidence: Evidence) -> dict[str, Any]:
+    """`provision` for the event loop: simulation evidence is checked in place (microseconds),
+    hardware evidence in a worker thread; the request then waits for its batch's commit
+    without holding a thread."""
+    try:
+        if evidence.platform == "simulation":
+            checked = _checked(cas, evidence)
+        else:
+            checked = await run_in_threadpool(_checked, cas, evidence)
+        job = _write_job(cas, evidence, *checked)
+    except Refusal as r:
+        job = _refused_job(cas, evidence, r)
+    return _answer(cas, await cas.committer.run_async(job))
 
 
 def _claims_fields(claims: Claims) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, select
 
 from veil.cas import audit, fastsql
+from veil.cas.groupcommit import GroupCommit
 from veil.cas.secrets import Material, open_sealed
 from veil.cas.state import Keyring
 from veil.cas.store import secrets_t, session_heads, session_versions
@@ -85,9 +86,20 @@ class Cas:
     # (version hash, namespace, session, service) -> configuration with secrets (attest.py)
     configs: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
 
+    _committer: GroupCommit | None = None
+
     @property
     def lock(self) -> threading.Lock:
         return self._lock
+
+    @property
+    def committer(self) -> GroupCommit:
+        """Batches the write transactions of attestations (see `veil.cas.groupcommit`)."""
+        if self._committer is None:
+            with self._lock:
+                if self._committer is None:
+                    self._committer = GroupCommit(self.write)
+        return self._committer
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -1,0 +1,86 @@
+"""Group commit: one writer thread per process runs the write jobs of many requests in one
+transaction.
+
+Every attestation writes (its nonce and its audit entry). One transaction each means one
+write-lock hand-over, BEGIN and COMMIT per attestation, and waiting writers queued on a lock that
+is not fair, which made the latency tail long. Here a request hands its job to the writer thread
+and waits; the writer takes every job that is waiting (up to `max_batch`), runs them in order in
+one transaction and commits, and only then answers each request — an answer still means the
+write is committed. A job must not leave partial writes behind when it refuses: it records its
+refusal (audit) in the same transaction and returns it instead of raising. An exception that
+escapes a job (a database error) rolls the whole batch back and is raised in every request of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import Connection
+
+__all__ = ["GroupCommit", "Job"]
+
+Job = Callable[[Connection], Any]
+
+
+class GroupCommit:
+    def __init__(
+        self, write: Callable[[], AbstractContextManager[Connection]], max_batch: int = 64
+    ) -> None:
+        self._write = write
+        self._max = max_batch
+        self._queue: queue.SimpleQueue[tuple[Job, Future[Any]]] = queue.SimpleQueue()
+        self._pid = 0
+        self._start = threading.Lock()
+
+    def _ensure_writer(self) -> None:
+        # started lazily, and again in a forked child (threads do not survive fork)
+        if self._pid == os.getpid():
+            return
+        with self._start:
+            if self._pid != os.getpid():
+                threading.Thread(target=self._loop, name="veil-cas-writer", daemon=True).start()
+                self._pid = os.getpid()
+
+    def submit(self, job: Job) -> Future[Any]:
+        self._ensure_writer()
+        fut: Future[Any] = Future()
+        self._queue.put((job, fut))
+        return fut
+
+    def run(self, job: Job) -> Any:
+        """Run `job` in the next batch and wait for the commit."""
+        return self.submit(job).result()
+
+    async def run_async(self, job: Job) -> Any:
+        return await asyncio.wrap_future(self.submit(job))
+
+    def _batches(self) -> Iterator[list[tuple[Job, Future[Any]]]]:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self._max:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            yield batch
+
+    def _loop(self) -> None:
+        for batch in self._batches():
+            results: list[Any] = []
+            try:
+                with self._write() as conn:
+                    for job, _ in batch:
+                        results.append(job(conn))
+            except BaseException as err:
+                for _, fut in batch:
+                    fut.set_exception(err)
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                fut.set_result(result)
