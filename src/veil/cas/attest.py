@@ -19,7 +19,7 @@ import struct
 import time
 from typing import Any
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, bindparam, delete
 from starlette.concurrency import run_in_threadpool
 
 from veil.cas import audit, fastsql
@@ -48,6 +48,7 @@ _USE_NONCE_SQL = (
     "INSERT INTO used_nonces (nonce, expires) VALUES (:nonce, :expires) ON CONFLICT DO NOTHING"
 )
 _SWEEP_EVERY = 1024
+_SWEEP = delete(used_nonces).where(used_nonces.c.expires < bindparam("cutoff"))
 
 
 def _split_config_id(config_id: str) -> tuple[str, str, str]:
@@ -294,5 +295,7 @@ def _sweep(cas: Cas) -> None:
     _counter += 1
     if _counter % _SWEEP_EVERY:
         return
-    with cas.write() as conn:
-        conn.execute(delete(used_nonces).where(used_nonces.c.expires < int(time.time()) - 5))
+    # a job of the next batch, not waited for: a request on the event loop must not block on
+    # the write lock
+    cutoff = int(time.time()) - 5
+    cas.committer.submit(lambda conn: conn.execute(_SWEEP, {"cutoff": cutoff}))

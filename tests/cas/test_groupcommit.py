@@ -1,0 +1,111 @@
+"""Group commit of attestation writes: replays refused inside one batch, the audit chain intact,
+a failing batch reported to every request in it, and expired nonces swept."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, func, insert, select, text
+
+from tests.cas.helpers import M1, session
+from veil.cas import attest, audit, sessions
+from veil.cas.core import Cas, Refusal
+from veil.cas.groupcommit import GroupCommit
+from veil.cas.state import init_state, load_keyring
+from veil.cas.store import make_engine, make_reader, used_nonces, write_gate
+from veil.cas.verifiers import Evidence
+from veil.policy.load import session_from_data
+
+CID = "ns/hello/app"
+
+
+@pytest.fixture
+def cas(tmp_path: Path) -> Iterator[Cas]:
+    files = init_state(tmp_path / "state", ["127.0.0.1"])
+    url = files.default_db_url
+    engine = make_engine(url)
+    c = Cas(engine, load_keyring(files), make_reader(url, engine), write_gate(url))
+    sessions.create(c, "ns", session_from_data(session(), file="test"), "creator")
+    yield c
+    engine.dispose()
+
+
+def _evidence(nonce: str) -> Evidence:
+    report = base64.b64encode(json.dumps({"measurement": M1, "nonce": nonce}).encode()).decode()
+    return Evidence(CID, M1, nonce, "simulation", report)
+
+
+def _events(cas: Cas, event: str) -> int:
+    with cas.engine.connect() as conn:
+        rows = conn.execute(text("SELECT entry FROM audit")).scalars().all()
+    return sum(1 for e in rows if json.loads(e)["event"] == event)
+
+
+def test_concurrent_attestations_with_replays(cas: Cas) -> None:
+    nonces = [attest.issue_nonce(cas, CID)["nonce"] for _ in range(40)]
+    # every nonce sent three times at once: exactly one use each
+    work = [n for n in nonces for _ in range(3)]
+
+    def one(nonce: str) -> str:
+        try:
+            attest.provision(cas, _evidence(nonce))
+            return "ok"
+        except Refusal as r:
+            assert "already used" in r.reason, r.reason
+            return "replay"
+
+    with ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(one, work))
+    assert results.count("ok") == 40 and results.count("replay") == 80
+    assert _events(cas, "provision") == 40 and _events(cas, "denied") == 80
+    report = audit.verify(cas.engine, cas.keys.audit)
+    assert report.ok, report.problems
+    assert report.entries == 1 + 40 + 80  # create, provisions, refusals
+
+
+def test_failed_batch_fails_every_request_in_it_and_the_next_one_works(cas: Cas) -> None:
+    gc = GroupCommit(cas.write)
+    gate, running = threading.Event(), threading.Event()
+
+    def blocker(conn: Connection) -> str:
+        running.set()
+        gate.wait(5)  # holds the writer so the next jobs land in one batch
+        return "first"
+
+    def write(conn: Connection) -> int:
+        conn.execute(insert(used_nonces).values(nonce="x" * 44, expires=1))
+        return 1
+
+    def broken(conn: Connection) -> int:
+        conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+        return 2
+
+    first = gc.submit(blocker)
+    assert running.wait(5)
+    batch = [gc.submit(write), gc.submit(broken)]
+    gate.set()
+    assert first.result(5) == "first"
+    for fut in batch:
+        with pytest.raises(Exception, match="no_such_table"):
+            fut.result(5)
+    with cas.engine.connect() as conn:  # the good job of the failed batch was rolled back
+        assert conn.execute(select(func.count()).select_from(used_nonces)).scalar() == 0
+    assert gc.run(write) == 1
+
+
+def test_expired_nonces_are_swept(cas: Cas, monkeypatch: pytest.MonkeyPatch) -> None:
+    with cas.write() as conn:
+        conn.execute(insert(used_nonces).values(nonce="old" * 11, expires=int(time.time()) - 60))
+    monkeypatch.setattr(attest, "_SWEEP_EVERY", 1)
+    attest.provision(cas, _evidence(attest.issue_nonce(cas, CID)["nonce"]))
+    cas.committer.run(lambda conn: None)  # the sweep went into an earlier batch
+    with cas.engine.connect() as conn:
+        left = conn.execute(select(used_nonces.c.nonce)).scalars().all()
+    assert left and "old" * 11 not in left
