@@ -131,3 +131,36 @@ def test_kill_9_mid_stream_loses_nothing(
         if proc.poll() is None:
             _stop(proc)
         reader.close()
+
+
+def test_a_member_joining_mid_stream_takes_over_without_redoing_work(
+    kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    ctx = wrapped_kafka_context(tmp_path)
+    n = 2000
+    produce(kafka_bootstrap, topics["in"], [good(i) for i in range(n)])
+    reader = Reader(kafka_bootstrap, topics["out"], topics["dlq"])
+    log = tmp_path / "wrapper.log"
+    slow = {"TEST_DELAY": "0.002", "KAFKA_BATCH_SIZE": "50"}
+    first, _ = start_wrapper(ctx, kafka_bootstrap, topics, log, **slow)
+    second = None
+    try:
+        assert reader.wait_for(300, 60) >= 300, log.read_text()[-3000:]
+        second, second_health = start_wrapper(ctx, kafka_bootstrap, topics, log, **slow)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(reader.keys()) < n:
+            time.sleep(0.2)
+        assert reader.keys() == {str(i).encode() for i in range(n)}
+        time.sleep(1)
+        # The first member delivered and committed before giving its partitions up.
+        assert reader.count() == n
+        # ... and the second really took partitions over: it handled messages too.
+        status, metrics = _get(second_health, "/metrics")
+        handled = [ln for ln in metrics.splitlines()
+                   if ln.startswith('veil_kafka_messages_total{outcome="ok"}')]
+        assert status == 200 and float(handled[0].split()[-1]) > 0
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                assert _stop(proc) == 0
+        reader.close()
