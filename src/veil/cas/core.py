@@ -98,7 +98,7 @@ class Cas:
         if self._committer is None:
             with self._lock:
                 if self._committer is None:
-                    self._committer = GroupCommit(self.write)
+                    self._committer = GroupCommit(self.engine.begin, self.gate)
         return self._committer
 
     @contextmanager

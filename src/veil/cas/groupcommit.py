@@ -19,7 +19,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Connection
@@ -30,14 +30,30 @@ Job = Callable[[Connection], Any]
 
 
 class GroupCommit:
+    """`run` (any thread) hands the job to a writer thread; `run_async` (event loop) batches
+    on the loop itself: only taking the write lock, which may wait for another process, runs
+    in a thread. On the loop, no second thread competes for the GIL in the middle of a batch
+    (each SQLite call releases and re-takes it), which kept the latency tail long."""
+
     def __init__(
-        self, write: Callable[[], AbstractContextManager[Connection]], max_batch: int = 64
+        self,
+        begin: Callable[[], AbstractContextManager[Connection]],
+        gate: Callable[[], AbstractContextManager[None]] | None = None,
+        max_batch: int = 64,
     ) -> None:
-        self._write = write
+        self._begin = begin
+        self._gate = gate
         self._max = max_batch
         self._queue: queue.SimpleQueue[tuple[Job, Future[Any]]] = queue.SimpleQueue()
         self._pid = 0
         self._start = threading.Lock()
+        self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._gate() if self._gate else nullcontext(), self._begin() as conn:
+            yield conn
 
     def _ensure_writer(self) -> None:
         # started lazily, and again in a forked child (threads do not survive fork)
@@ -58,9 +74,6 @@ class GroupCommit:
         """Run `job` in the next batch and wait for the commit."""
         return self.submit(job).result()
 
-    async def run_async(self, job: Job) -> Any:
-        return await asyncio.wrap_future(self.submit(job))
-
     def _batches(self) -> Iterator[list[tuple[Job, Future[Any]]]]:
         while True:
             batch = [self._queue.get()]
@@ -73,14 +86,45 @@ class GroupCommit:
 
     def _loop(self) -> None:
         for batch in self._batches():
-            results: list[Any] = []
             try:
-                with self._write() as conn:
-                    for job, _ in batch:
-                        results.append(job(conn))
+                with self._transaction() as conn:
+                    results = [job(conn) for job, _ in batch]
             except BaseException as err:
                 for _, fut in batch:
                     fut.set_exception(err)
                 continue
             for (_, fut), result in zip(batch, results, strict=True):
                 fut.set_result(result)
+
+    async def run_async(self, job: Job) -> Any:
+        """Run `job` in the event loop's next batch and wait for the commit."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((job, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            gate = self._gate() if self._gate else None
+            if gate is not None:
+                await loop.run_in_executor(None, gate.__enter__)
+            # cut the batch only now: requests that came while we waited for the lock join it
+            batch = self._pending[: self._max]
+            del self._pending[: self._max]
+            try:
+                with self._begin() as conn:
+                    results = [job(conn) for job, _ in batch]
+            except BaseException as err:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                continue
+            finally:
+                if gate is not None:
+                    gate.__exit__(None, None, None)
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():  # a request whose client went away is cancelled
+                    fut.set_result(result)
