@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from veil.image.push import check_registry, push_image
 from veil.image.reference import parse_reference
 from veil.image.requirements import install_requirements
 from veil.image.tools import container_env, require, run_tool, tls_flag
+from veil.image.wrapped import wrapped_service
 from veil.manifest.description import LABEL_KEY, ServiceDescription
 from veil.manifest.load import Positions
 from veil.manifest.models import GenService
@@ -140,20 +142,41 @@ def build_service(
     positions: Positions | None = None,
     progress: Progress = lambda _m: None,
 ) -> BuildResult:
-    b = svc.build
-    parse_reference(b.to, field="build.to")
+    parse_reference(svc.build.to, field="build.to")
     if push and not dry_run:
-        check_registry(b.to)
+        check_registry(svc.build.to)
+    with tempfile.TemporaryDirectory(prefix="veil-wrap-") as scratch:
+        source = manifest.parent
+        if svc.build.wrap is not None:
+            progress(f"wrapping {svc.build.entrypoint} as a {svc.build.wrap} application")
+            svc, source = wrapped_service(svc, source, Path(scratch))
+            positions = None  # the copy list is generated; positions would point elsewhere
+        return _build(svc, manifest, source, target=target, push=push, dry_run=dry_run,
+                      positions=positions, progress=progress)
+
+
+def _build(
+    svc: GenService,
+    manifest: Path,
+    source: Path,
+    *,
+    target: Path,
+    push: bool,
+    dry_run: bool,
+    positions: Positions | None,
+    progress: Progress,
+) -> BuildResult:
+    b = svc.build
     base = resolve_base(b.from_ or DEFAULT_BASE, progress)
     req_dir = None
     if b.requirements:
         progress(f"resolving {b.requirements} for Python {base.interpreter.version}")
-        req_dir = install_requirements(manifest.parent / b.requirements, base.interpreter.version)
+        req_dir = install_requirements(source / b.requirements, base.interpreter.version)
     interp = base.interpreter
     ctx_dir = target / b.name
     with replace_dir(ctx_dir) as tmp:
         ctx = stage_context(
-            svc, manifest.parent, tmp, base=base.pinned, site_packages=interp.site_packages,
+            svc, source, tmp, base=base.pinned, site_packages=interp.site_packages,
             requirements_dir=req_dir, interpreter_paths=interp.paths, positions=positions,
         )
         measurement = measure_context(ctx, interp.paths, interp.entries)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from veil.errors import ManifestError, Problem
+from veil.errors import ManifestError, Problem, UserError
 from veil.manifest.load import Positions, format_path
 from veil.manifest.models import GenService
 from veil.runtime.measure import PLAN_PATH, FileEntry, MeasurementPlan, digest_of, scan
@@ -150,6 +150,8 @@ def stage_context(
         lines.append(f"COPY rootfs{site_packages}/ {site_packages}/")
     lines.append(f"COPY rootfs{LAUNCHER_DIR}/ {LAUNCHER_DIR}/")
     local_env = {e.name: e.value for e in svc.environment.local}
+    if b.command is None:  # `veil.image.wrapped` fills it in for wrapped services
+        raise UserError(f"service {b.name} has no build.command")
     plan = MeasurementPlan(
         roots=roots, command=b.command, pwd=pwd, local_env=local_env,
         exclude=sorted(posixpath.normpath(f.path) for f in svc.injection_files),

@@ -50,12 +50,13 @@ class ServiceDescription(BaseModel):
     @classmethod
     def from_genservice(cls, svc: GenService) -> ServiceDescription:
         b = svc.build
+        command = b.command or ""  # a wrapped service gets its command from the wrapper
         return cls(
             name=b.name,
             image=b.to,
             kind=b.kind,
-            command=b.command,
-            argv=shlex.split(b.command),
+            command=command,
+            argv=shlex.split(command),
             pwd=b.pwd,
             local_env=list(svc.environment.local),
             global_env=list(svc.environment.global_),

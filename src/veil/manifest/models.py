@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "Build",
@@ -134,7 +142,8 @@ class Build(_Model):
     kind: Literal["python"] = "python"
     to: Annotated[str, Field(min_length=1)]
     pwd: str = "/app"
-    command: Annotated[str, Field(min_length=1)]
+    # Optional only with `wrap`: the wrapper then supplies its own command.
+    command: Annotated[str, Field(min_length=1)] | None = None
     requirements: str | None = None
     copy_: list[str] = Field(default_factory=list, alias="copy")
     run: list[str] = Field(default_factory=list)
@@ -147,6 +156,17 @@ class Build(_Model):
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
         return [] if v is None else v
+
+    @model_validator(mode="after")
+    def _command_or_wrapper(self) -> Build:
+        if self.wrap is None and self.command is None:
+            raise ValueError("build.command is required (unless build.wrap names a wrapper)")
+        if self.wrap is not None and self.entrypoint is None:
+            raise ValueError(
+                f"build.wrap: {self.wrap} needs build.entrypoint "
+                "(module:callable, e.g. model:predict)"
+            )
+        return self
 
 
 class GenService(_Model):

@@ -1,0 +1,136 @@
+"""A genservice with `build.wrap`: a bare customer repository becomes an attested Flask service.
+
+`veil apply` wraps the repository (entrypoint checked at apply time), builds and pushes the image;
+the session is made from the image's description; podman starts it through the launcher, which
+attests to the real CAS before the wrapper serves predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.e2e.conftest import Cas
+from tests.image.support import need
+from veil.cli import main
+from veil.image.index import LocalIndex
+from veil.image.tools import container_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EXAMPLE_REPO = Path(__file__).resolve().parents[2] / "examples" / "customer-repo"
+
+
+def _repo(tmp: Path, registry: str, base: str, entrypoint: str) -> Path:
+    repo = tmp / "repo"
+    shutil.copytree(EXAMPLE_REPO, repo)
+    (repo / "service.yaml").write_text(f"""\
+apiVersion: scone/5.8
+kind: genservice
+environment:
+  global:
+    - name: HTTP_PORT
+      value: "8080"
+build:
+  name: wrapped-model
+  to: {registry}/test/wrapped-model:1
+  from: {base}
+  wrap: flask
+  entrypoint: {entrypoint}
+""")
+    return repo
+
+
+def test_wrap_in_manifest_completes_the_description(
+    registry: str, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    need("buildah")
+    repo = _repo(tmp_path, registry, base_image, "model:Classifier")
+    monkeypatch.chdir(repo)
+    assert main(["apply", "-f", "service.yaml", "--dry-run"]) == 0, capsys.readouterr().err
+    entry = LocalIndex().get(f"{registry}/test/wrapped-model:1")
+    assert entry is not None
+    d = entry.description
+    assert d.command == "python3 -m veil_runner flask" and d.wrap == "flask"
+    assert {e.name: e.value for e in d.local_env} == {"VEIL_ENTRYPOINT": "model:Classifier"}
+    inputs = {e.name: e.value for e in d.global_env}
+    assert inputs["HTTP_PORT"] == "8080"  # the manifest's own declaration is kept
+    assert inputs["MAX_REQUEST_BYTES"] == "1048576" and "WEB_CONCURRENCY" in inputs
+    staged = repo / "target" / "wrapped-model"
+    assert (staged / "Containerfile").exists() and d.measurement
+
+
+def test_wrong_entrypoint_fails_at_apply_time(
+    registry: str, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = _repo(tmp_path, registry, base_image, "model:nothing_here")
+    monkeypatch.chdir(repo)
+    assert main(["apply", "-f", "service.yaml", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing_here" in err and "model.py" in err
+    assert not (repo / "target" / "wrapped-model").exists()
+
+
+def test_wrapped_service_serves_only_after_attestation(
+    registry: str, base_image: str, cas: Cas, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    need("buildah", "podman")
+    repo = _repo(tmp_path, registry, base_image, "model:Classifier")
+    monkeypatch.chdir(repo)
+    assert main(["apply", "-f", "service.yaml"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["inspect", f"{registry}/test/wrapped-model:1"]) == 0
+    desc = json.loads(capsys.readouterr().out)
+    port = free_port()
+    env = {e["name"]: e["value"] for e in desc["global_env"] if e["value"] is not None}
+    env.update({e["name"]: e["value"] for e in desc["local_env"]})
+    env.update(HTTP_HOST="127.0.0.1", HTTP_PORT=str(port), WEB_CONCURRENCY="1")
+    session = {
+        "version": "0.3", "name": "wrapped",
+        "security": {"attestation": {"mode": "debug"}},
+        "services": [{"name": "model", "image_name": "img", "command": desc["command"],
+                      "pwd": desc["pwd"], "environment": env,
+                      "attestation": {"measurement": [desc["measurement"]]}}],
+        "images": [{"name": "img"}],
+    }
+    doc = tmp_path / "session.json"
+    doc.write_text(json.dumps(session))
+    assert main(["session", "create", "-f", str(doc), "-n", "wrapns", "--cas", cas.addr,
+                 "--cas-key", cas.key]) == 0, capsys.readouterr().err
+    name = f"veil-e2e-wrapped-{port}"
+    run = subprocess.run(
+        ["podman", "run", "-d", "--rm", "--init", "--tls-verify=false", "--name", name,
+         "--network", "host", "-e", "SCONE_CONFIG_ID=wrapns/wrapped/model",
+         "-e", f"SCONE_CAS_ADDR={cas.addr}", "-e", f"SCONE_CAS_KEY={cas.key}",
+         f"{registry}/test/wrapped-model:1"],
+        capture_output=True, text=True, env=container_env(), check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True,
+                                  env=container_env(), check=False)
+            assert time.monotonic() < deadline, logs.stdout[-2000:] + logs.stderr[-2000:]
+            time.sleep(0.3)
+        r = httpx.post(url + "/predict", json={"x": 42})
+        assert (r.status_code, r.json()) == (200, {"label": "large", "x": 42.0})
+    finally:
+        subprocess.run(["podman", "stop", "-t", "5", name], capture_output=True,
+                       env=container_env(), check=False)
