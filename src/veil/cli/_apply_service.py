@@ -9,13 +9,15 @@ in local storage.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from veil.cli._app import state
 from veil.cli._options import ApplyOptions
-from veil.image.builder import build_service
-from veil.manifest.description import ServiceDescription
-from veil.manifest.load import Positions
-from veil.manifest.models import GenService
+
+if TYPE_CHECKING:
+    from veil.manifest.description import ServiceDescription
+    from veil.manifest.load import Positions
+    from veil.manifest.models import GenService
 
 __all__ = ["apply_service"]
 
@@ -23,6 +25,8 @@ __all__ = ["apply_service"]
 def apply_service(
     path: Path, service: GenService, options: ApplyOptions, positions: Positions | None = None
 ) -> ServiceDescription:
+    from veil.image.builder import build_service  # buildah & registry code: load when used
+
     b = service.build
 
     def say(line: str) -> None:
