@@ -49,8 +49,12 @@ def free_port() -> int:
 def bare_app() -> Any:
     """Same requests, constant answers: what FastAPI + uvicorn + TLS cost on their own."""
     import base64
+    import gc
 
     app = FastAPI()
+    # the same collector settings as CAS's workers (veil.cas.app.app_from_env)
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 50)
 
     @app.post("/v1/attestation/nonce")
     async def nonce(request: Request) -> dict[str, Any]:
