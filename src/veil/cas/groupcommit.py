@@ -24,6 +24,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from veil.cas.store import FileGate
+
 __all__ = ["GroupCommit", "Job"]
 
 Job = Callable[[Connection], Any]
@@ -108,9 +110,10 @@ class GroupCommit:
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
-            gate = self._gate() if self._gate else None
-            if gate is not None:
-                await loop.run_in_executor(None, gate.__enter__)
+            gate = self._gate if isinstance(self._gate, FileGate) else None
+            # a free lock is taken right here; only waiting for it happens in a thread
+            if gate is not None and not gate.acquire(blocking=False):
+                await loop.run_in_executor(None, gate.acquire)
             # cut the batch only now: requests that came while we waited for the lock join it
             batch = self._pending[: self._max]
             del self._pending[: self._max]
@@ -124,7 +127,7 @@ class GroupCommit:
                 continue
             finally:
                 if gate is not None:
-                    gate.__exit__(None, None, None)
+                    gate.release()
             for (_, fut), result in zip(batch, results, strict=True):
                 if not fut.done():  # a request whose client went away is cancelled
                     fut.set_result(result)

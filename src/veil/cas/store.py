@@ -39,6 +39,7 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 from veil.errors import OperationalError, UserError
 
 __all__ = [
+    "FileGate",
     "audit",
     "audit_head",
     "clients",
@@ -199,6 +200,54 @@ def _no_gate() -> Iterator[None]:
     yield
 
 
+class FileGate:
+    """A write lock for one SQLite file: a thread lock (threads of this process) and `flock`
+    on `<db>.writelock` (worker processes and replicas). Used as a context manager factory
+    (`with gate():`), or with `acquire(blocking=False)` by code that must not block."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.Lock()
+        # the lock file stays open (opening it per write cost ~20 us); reopened in a forked
+        # child, whose copy would share the parent's lock
+        self._fds: dict[int, int] = {}
+
+    def _fd(self) -> int:
+        fd = self._fds.get(os.getpid())
+        if fd is None:
+            self._fds.clear()
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fds[os.getpid()] = fd
+        return fd
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if not self._local.acquire(blocking):
+            return False
+        try:
+            fcntl.flock(self._fd(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            self._local.release()
+            return False
+        except BaseException:
+            self._local.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self._fd(), fcntl.LOCK_UN)
+        finally:
+            self._local.release()
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
 def write_gate(url: str) -> Any:
     """Serializes write transactions on SQLite without SQLite's busy loop.
 
@@ -210,25 +259,4 @@ def write_gate(url: str) -> Any:
         return _no_gate
     from sqlalchemy.engine import make_url
 
-    path = f"{make_url(url).database}.writelock"
-    local = threading.Lock()
-    # the lock file stays open (opening it per write cost ~20 us); reopened in a forked child,
-    # whose copy would share the parent's lock
-    held: dict[int, int] = {}
-
-    @contextmanager
-    def gate() -> Iterator[None]:
-        with local:
-            fd = held.get(os.getpid())
-            if fd is None:
-                held.clear()
-                fd = held[os.getpid()] = os.open(
-                    path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600
-                )
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-    return gate
+    return FileGate(f"{make_url(url).database}.writelock")
