@@ -3,6 +3,7 @@ a failing batch reported to every request in it, and expired nonces swept."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -12,14 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, event, func, insert, select, text
 
 from tests.cas.helpers import M1, session
 from veil.cas import attest, audit, sessions
 from veil.cas.core import Cas, Refusal
-from veil.cas.groupcommit import GroupCommit
+from veil.cas.groupcommit import GroupCommit, Job
 from veil.cas.state import init_state, load_keyring
-from veil.cas.store import make_engine, make_reader, used_nonces, write_gate
+from veil.cas.store import FileGate, make_engine, make_reader, used_nonces, write_gate
 from veil.cas.verifiers import Evidence
 from veil.policy.load import session_from_data
 
@@ -109,3 +110,41 @@ def test_expired_nonces_are_swept(cas: Cas, monkeypatch: pytest.MonkeyPatch) -> 
     with cas.engine.connect() as conn:
         left = conn.execute(select(used_nonces.c.nonce)).scalars().all()
     assert left and "old" * 11 not in left
+
+
+def test_event_loop_batches_wait_for_a_busy_lock_and_share_one_commit(cas: Cas) -> None:
+    assert isinstance(cas.gate, FileGate)
+    gc = GroupCommit(cas.engine.begin, cas.gate)
+    commits: list[int] = []
+    event.listen(cas.engine, "commit", lambda conn: commits.append(1))
+
+    def job(n: int) -> Job:
+        def run(conn: Connection) -> int:
+            conn.execute(insert(used_nonces).values(nonce=f"n{n:043d}", expires=1))
+            return n
+
+        return run
+
+    def broken(conn: Connection) -> int:
+        conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+        return -1
+
+    async def main() -> tuple[list[int], list[BaseException | int]]:
+        # another holder has the write lock: the batch waits for it in a thread, and all
+        # jobs queued meanwhile go into one transaction
+        assert cas.gate is not None and cas.gate.acquire()
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.2, cas.gate.release)
+        ok = await asyncio.gather(*(gc.run_async(job(n)) for n in range(10)))
+        failed = await asyncio.gather(
+            gc.run_async(job(100)), gc.run_async(broken), return_exceptions=True
+        )
+        return list(ok), failed
+
+    ok, failed = asyncio.run(main())
+    assert ok == list(range(10))
+    assert len(commits) == 1  # one transaction for the ten; the failed batch did not commit
+    assert all(isinstance(f, Exception) and "no_such_table" in str(f) for f in failed), failed
+    with cas.engine.connect() as conn:  # job 100 was rolled back with its batch
+        stored = conn.execute(select(used_nonces.c.nonce)).scalars().all()
+    assert sorted(stored) == [f"n{n:043d}" for n in range(10)]
