@@ -148,3 +148,19 @@ def test_event_loop_batches_wait_for_a_busy_lock_and_share_one_commit(cas: Cas) 
     with cas.engine.connect() as conn:  # job 100 was rolled back with its batch
         stored = conn.execute(select(used_nonces.c.nonce)).scalars().all()
     assert sorted(stored) == [f"n{n:043d}" for n in range(10)]
+
+
+def test_event_loop_batches_for_a_database_server_run_in_a_thread(cas: Cas) -> None:
+    # no FileGate (as with PostgreSQL): the batch must not run on the event loop's thread
+    gc = GroupCommit(cas.write)
+    threads: list[int] = []
+
+    def job(conn: Connection) -> int:
+        threads.append(threading.get_ident())
+        return 7
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(gc.run_async(job), gc.run_async(job)))
+
+    assert asyncio.run(main()) == [7, 7]
+    assert threads and threading.get_ident() not in threads

@@ -33,9 +33,10 @@ Job = Callable[[Connection], Any]
 
 class GroupCommit:
     """`run` (any thread) hands the job to a writer thread; `run_async` (event loop) batches
-    on the loop itself: only taking the write lock, which may wait for another process, runs
-    in a thread. On the loop, no second thread competes for the GIL in the middle of a batch
-    (each SQLite call releases and re-takes it), which kept the latency tail long."""
+    on the loop. With SQLite the batch runs on the loop itself and only waiting for a busy
+    write lock happens in a thread: no second thread competes for the GIL in the middle of a
+    batch (each SQLite call releases and re-takes it), which kept the latency tail long. With a
+    database server (no FileGate) the batch runs in a thread."""
 
     def __init__(
         self,
@@ -107,6 +108,10 @@ class GroupCommit:
             self._flusher = loop.create_task(self._flush())
         return await fut
 
+    def _execute(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
+        with self._begin() as conn:
+            return [job(conn) for job, _ in batch]
+
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
@@ -118,8 +123,12 @@ class GroupCommit:
             batch = self._pending[: self._max]
             del self._pending[: self._max]
             try:
-                with self._begin() as conn:
-                    results = [job(conn) for job, _ in batch]
+                if gate is not None:
+                    results = self._execute(batch)
+                else:
+                    # a database server: each statement is a round trip and the commit waits
+                    # for its disk, too long to hold the event loop
+                    results = await loop.run_in_executor(None, self._execute, batch)
             except BaseException as err:
                 for _, fut in batch:
                     if not fut.done():
