@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,43 @@ def test_two_cas_processes_share_postgresql(
     assert la.attest(cid).json()["env"] == ok.json()["env"]
     la.close()
     lb.close()
+
+
+@pytest.mark.slow
+def test_concurrent_attestations_on_two_postgresql_replicas_keep_one_chain(
+    cas_factory: Callable[..., CasServer], pg_url: str, tmp_path: Path
+) -> None:
+    first = cas_factory(db_url=pg_url, workers=2)
+    second = cas_factory(files=first.files, db_url=pg_url)
+    ns = "pgc-" + uuid.uuid4().hex[:8]
+    with first.client(tmp_path / "id") as a:
+        a.create_session(ns, session())
+    cid = f"{ns}/hello/app"
+    la = Launcher(first.addr, first.files.cert.read_bytes())
+    lb = Launcher(second.addr, second.files.cert.read_bytes())
+    evidence = [la.evidence(cid, "1" * 64, la.nonce(cid).json()["nonce"]) for _ in range(30)]
+    # every evidence sent to both replicas at once: exactly one of the two wins
+    work = [(lau, ev) for ev in evidence for lau in (la, lb)]
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda w: w[0].provision(w[1]).status_code, work))
+    la.close()
+    lb.close()
+    assert codes.count(200) == 30 and codes.count(403) == 30, codes
+    verify = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "veil",
+            "cas",
+            "audit",
+            "verify",
+            "--state-dir",
+            str(first.files.root),
+            "--db",
+            pg_url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 0 and "intact" in verify.stdout, verify.stdout + verify.stderr

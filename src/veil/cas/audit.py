@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, select
 from veil.cas import fastsql
 from veil.cas.store import GENESIS, audit, audit_head
 
-__all__ = ["AuditReport", "append", "verify"]
+__all__ = ["AuditReport", "append", "lock_head", "verify"]
 
 
 def _mac(key: bytes, prev: str, entry: str) -> str:
@@ -31,6 +31,12 @@ def _mac(key: bytes, prev: str, entry: str) -> str:
 _HEAD_SQL = "SELECT seq, mac FROM audit_head WHERE id = 1"
 _INSERT_SQL = "INSERT INTO audit (seq, entry, prev, mac) VALUES (:seq, :entry, :prev, :mac)"
 _MOVE_SQL = "UPDATE audit_head SET seq = :seq, mac = :mac WHERE id = 1"
+
+
+def lock_head(conn: Connection) -> None:
+    """Take the audit head's row lock now (PostgreSQL; SQLite's write lock is already held),
+    before the transaction writes anything else."""
+    fastsql.execute(conn, _HEAD_SQL + fastsql.for_update(conn)).fetchone()
 
 
 def append(conn: Connection, key: bytes, event: str, **fields: Any) -> int:

@@ -98,7 +98,9 @@ class Cas:
         if self._committer is None:
             with self._lock:
                 if self._committer is None:
-                    self._committer = GroupCommit(self.engine.begin, self.gate)
+                    self._committer = GroupCommit(
+                        self.engine.begin, self.gate, first=audit.lock_head
+                    )
         return self._committer
 
     @contextmanager

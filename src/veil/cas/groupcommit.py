@@ -43,9 +43,14 @@ class GroupCommit:
         begin: Callable[[], AbstractContextManager[Connection]],
         gate: Callable[[], AbstractContextManager[None]] | None = None,
         max_batch: int = 64,
+        first: Callable[[Connection], object] | None = None,
     ) -> None:
         self._begin = begin
         self._gate = gate
+        # runs at the start of every batch transaction: CAS locks the audit head there, so
+        # batches of several replicas queue on one lock before any of them inserts a nonce
+        # (otherwise two batches can each wait for a nonce the other inserted: a deadlock)
+        self._first = first
         self._max = max_batch
         self._queue: queue.SimpleQueue[tuple[Job, Future[Any]]] = queue.SimpleQueue()
         self._pid = 0
@@ -91,6 +96,8 @@ class GroupCommit:
         for batch in self._batches():
             try:
                 with self._transaction() as conn:
+                    if self._first is not None:
+                        self._first(conn)
                     results = [job(conn) for job, _ in batch]
             except BaseException as err:
                 for _, fut in batch:
@@ -110,6 +117,8 @@ class GroupCommit:
 
     def _execute(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
         with self._begin() as conn:
+            if self._first is not None:
+                self._first(conn)
             return [job(conn) for job, _ in batch]
 
     async def _flush(self) -> None:
