@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, make_url
 
 from tests.cas.conftest import CasServer
 from tests.cas.helpers import Launcher, session
@@ -143,6 +144,13 @@ def test_two_cas_processes_share_postgresql(
 def test_concurrent_attestations_on_two_postgresql_replicas_keep_one_chain(
     cas_factory: Callable[..., CasServer], pg_url: str, tmp_path: Path
 ) -> None:
+    # a database of its own: the audit chain of the shared one holds other CAS keys' entries
+    name = "chain_" + uuid.uuid4().hex[:8]
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    pg_url = str(make_url(pg_url).set(database=name).render_as_string(hide_password=False))
     first = cas_factory(db_url=pg_url, workers=2)
     second = cas_factory(files=first.files, db_url=pg_url)
     ns = "pgc-" + uuid.uuid4().hex[:8]
