@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -142,7 +143,7 @@ def test_debug_td_is_refused_by_a_production_session() -> None:
         hardware=True,
         launch=mrtd,
         debug=quote.debug,
-        tcb={"module_minor": 3, "module_major": 0, "qe": 0, "pce": 0},
+        tcb={"module_minor": 3, "module_major": 0, "qe": 4},
     )
     doc = SessionDoc.model_validate(
         {
@@ -163,3 +164,21 @@ def test_debug_td_is_refused_by_a_production_session() -> None:
         judge(claims, doc.security.attestation, doc.services[0])
     doc.security.attestation.tolerate.append("debug-mode")
     assert judge(claims, doc.security.attestation, doc.services[0]) == "ab" * 32
+
+
+def test_qe_report_must_come_from_intels_quoting_enclave() -> None:
+    tdx, sgx = q.parse_quote(_raw(QUOTES[0])), q.parse_quote(_raw(SGX))
+    q.check_qe_identity(tdx)
+    q.check_qe_identity(sgx)
+    assert tdx.qe_isv_svn == 4 and sgx.qe_isv_svn == 8
+    # an SGX QE's report in a TDX quote: another product id
+    with pytest.raises(Refused, match="not made by Intel's quoting enclave"):
+        q.check_qe_identity(dataclasses.replace(tdx, qe_report=sgx.qe_report))
+    other_signer = bytearray(tdx.qe_report)
+    other_signer[130] ^= 0x01
+    with pytest.raises(Refused, match="not made by Intel's quoting enclave"):
+        q.check_qe_identity(dataclasses.replace(tdx, qe_report=bytes(other_signer)))
+    debug = bytearray(tdx.qe_report)
+    debug[48] |= 0x02
+    with pytest.raises(Refused, match="quoting enclave runs in debug mode"):
+        q.check_qe_identity(dataclasses.replace(tdx, qe_report=bytes(debug)))

@@ -7,9 +7,10 @@ certification data (the PCK certificate chain). CAS checks, without any network 
   attestation key (its report_data starts with SHA-256(attestation key || QE auth data));
 - the PCK chain: PCK certificate, Intel's PCK Platform or Processor CA, Intel's SGX Root CA,
   whose public key must equal the one pinned in `intel/sgx_root_ca.pem`;
+- the QE report comes from Intel's quoting enclave (MRSIGNER and ISVPRODID pinned below);
 - report_data holds SHA-512(nonce || Veil measurement) (see `expected_report_data`).
 Not checked (needs Intel's PCS collateral, fetched and cached separately): the TCB level of
-the platform against Intel's signed TCB info, the QE identity, and revocation (CRLs). The
+the platform against Intel's signed TCB info, the QE's TCB level, and revocation (CRLs). The
 claims record the SVNs so a session can require minimum values.
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "Quote",
     "SgxDcapVerifier",
     "TdxVerifier",
+    "check_qe_identity",
     "intel_root_spki",
     "parse_quote",
     "verify_quote",
@@ -52,6 +54,12 @@ TD10_BODY = 584
 TD15_BODY = 648
 # body types of a v5 quote
 _V5_BODIES = {1: SGX_BODY, 2: TD10_BODY, 3: TD15_BODY}
+
+# Intel's quoting enclaves (MRSIGNER, ISVPRODID), as in Intel's published QE identities
+_QE_IDENTITY = {
+    TEE_SGX: (bytes.fromhex("8c4f5775d796503e96137f77c68a829a0056ac8ded70140b081b094490c57bff"), 1),
+    TEE_TDX: (bytes.fromhex("dc9e2a7c6f948f17474e34a7fc43ed030f7c1563f1babddf6340c82e0e54a8c5"), 2),
+}
 
 # TD report body offsets (Intel TDX DCAP quote layout)
 _TD_FIELDS = {
@@ -107,6 +115,11 @@ class Quote:
     @property
     def report_data(self) -> bytes:
         return self.field("report_data")
+
+    @property
+    def qe_isv_svn(self) -> int:
+        """The quoting enclave's security version."""
+        return int.from_bytes(self.qe_report[258:260], "little")
 
     @property
     def debug(self) -> bool:
@@ -237,6 +250,18 @@ def verify_pck_chain(chain: list[x509.Certificate], at: dt.datetime | None = Non
             raise Refused(f"PCK chain: {cert.subject.rfc4514_string()} is not valid now")
 
 
+def check_qe_identity(q: Quote) -> None:
+    """The QE report comes from Intel's quoting enclave for this TEE, not in debug mode."""
+    signer, product = _QE_IDENTITY[q.tee_type]
+    report = q.qe_report
+    if not hmac.compare_digest(report[128:160], signer) or (
+        int.from_bytes(report[256:258], "little") != product
+    ):
+        raise Refused("the quote was not made by Intel's quoting enclave")
+    if report[48] & 0x02:
+        raise Refused("the quoting enclave runs in debug mode")
+
+
 def verify_quote(q: Quote, at: dt.datetime | None = None) -> None:
     """Signatures and chain; raises Refused with the first thing that does not hold."""
     _verify_p256(_p256(q.attestation_key), q.signature, q.signed, "the quote's signature")
@@ -245,6 +270,7 @@ def verify_quote(q: Quote, at: dt.datetime | None = None) -> None:
     if not isinstance(pck_key, ec.EllipticCurvePublicKey):
         raise Refused("the PCK certificate's key is not ECDSA")
     _verify_p256(pck_key, q.qe_signature, q.qe_report, "the QE report's signature")
+    check_qe_identity(q)
     bound = hashlib.sha256(q.attestation_key + q.qe_auth).digest()
     qe_data = q.qe_report[320:384]
     if not (hmac.compare_digest(qe_data[:32], bound) and qe_data[32:] == bytes(32)):
@@ -282,7 +308,7 @@ class TdxVerifier:
             hardware=True,
             launch=q.field("mr_td").hex(),
             debug=q.debug,
-            tcb={"module_minor": svn[0], "module_major": svn[1], "qe": q.qe_svn, "pce": q.pce_svn},
+            tcb={"module_minor": svn[0], "module_major": svn[1], "qe": q.qe_isv_svn},
         )
 
 
@@ -302,5 +328,5 @@ class SgxDcapVerifier:
             hardware=True,
             launch=q.field("mr_enclave").hex(),
             debug=q.debug,
-            tcb={"isv": isv_svn, "qe": q.qe_svn, "pce": q.pce_svn},
+            tcb={"isv": isv_svn, "qe": q.qe_isv_svn},
         )
