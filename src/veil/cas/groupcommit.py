@@ -1,12 +1,11 @@
-"""Group commit: one writer thread per process runs the write jobs of many requests in one
-transaction.
+"""Group commit: the write jobs of many requests run in one transaction.
 
 Every attestation writes (its nonce and its audit entry). One transaction each means one
 write-lock hand-over, BEGIN and COMMIT per attestation, and waiting writers queued on a lock that
-is not fair, which made the latency tail long. Here a request hands its job to the writer thread
-and waits; the writer takes every job that is waiting (up to `max_batch`), runs them in order in
-one transaction and commits, and only then answers each request — an answer still means the
-write is committed. A job must not leave partial writes behind when it refuses: it records its
+is not fair, which made the latency tail long. Here a request queues its job and waits; the
+batch takes every job that is waiting (up to `max_batch`), runs them in order in one
+transaction and commits, and only then answers each request — an answer still means the write
+is committed. A job must not leave partial writes behind when it refuses: it records its
 refusal (audit) in the same transaction and returns it instead of raising. An exception that
 escapes a job (a database error) rolls the whole batch back and is raised in every request of it.
 """
