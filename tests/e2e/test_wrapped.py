@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.e2e.conftest import Cas
-from tests.image.support import need
+from tests.image.support import need, wait_ready
 from veil.cli import main
 from veil.image.index import LocalIndex
 from veil.image.tools import container_env
@@ -118,17 +117,7 @@ def test_wrapped_service_serves_only_after_attestation(
     assert run.returncode == 0, run.stderr
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True,
-                                  env=container_env(), check=False)
-            assert time.monotonic() < deadline, logs.stdout[-2000:] + logs.stderr[-2000:]
-            time.sleep(0.3)
+        wait_ready(url + "/ready", name, timeout=60)
         r = httpx.post(url + "/predict", json={"x": 42})
         assert (r.status_code, r.json()) == (200, {"label": "large", "x": 42.0})
     finally:

@@ -154,3 +154,22 @@ build:
     - print_env.py
 {extra}""")
     return dir / "service.yaml"
+
+
+def wait_ready(url: str, container: str, timeout: float = 30.0) -> None:
+    """Poll `url` until it answers 200; on timeout fail with the container's logs."""
+    from veil.image.tools import container_env
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            logs = subprocess.run(["podman", "logs", container], capture_output=True, text=True,
+                                  env=container_env(), check=False)
+            pytest.fail(f"{url} not ready after {timeout:.0f} s:\n"
+                        f"{logs.stdout[-2000:]}{logs.stderr[-2000:]}")
+        time.sleep(0.2)

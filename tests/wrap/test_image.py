@@ -9,7 +9,6 @@ tests/e2e. Here the container runs the wrapper command directly, to test what th
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.image.support import need
+from tests.image.support import need, wait_ready
 from tests.wrap.conftest import EXAMPLE_REPO
 from veil.cli import main
 from veil.image.tools import container_env
@@ -72,16 +71,7 @@ def _serve_and_check(image: str, run_args: list[str], command: list[str]) -> Non
     assert proc.returncode == 0, proc.stderr
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, subprocess.run(
-                ["podman", "logs", name], capture_output=True, text=True).stderr
-            time.sleep(0.2)
+        wait_ready(url + "/ready", name)
         r = httpx.post(url + "/predict", json={"x": 42})
         assert (r.status_code, r.json()) == (200, {"label": "large", "x": 42.0})
         assert "veil_predict_duration_seconds_count" in httpx.get(url + "/metrics").text

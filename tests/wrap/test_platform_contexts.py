@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.image.support import need
+from tests.image.support import need, wait_ready
 from tests.wrap.conftest import EXAMPLE_REPO
 from tests.wrap.kafka_helpers import Reader, good, produce
 from veil.image.tools import container_env
@@ -88,15 +87,7 @@ def test_flask_context_embeds_the_customer_repo_and_serves_it(
     assert run.returncode == 0, run.stderr
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, podman("logs", name).stderr
-            time.sleep(0.2)
+        wait_ready(url + "/ready", name)
         r = httpx.post(url + "/predict", json={"values": [1, 2, 3]})
         assert (r.status_code, r.json()) == (200, {"sum": 6.0, "mean": 2.0})
     finally:

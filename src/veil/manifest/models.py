@@ -38,6 +38,7 @@ __all__ = [
     "SecretKind",
     "Secrets",
     "Signature",
+    "scalar_to_str",
 ]
 
 API_VERSION_RE = re.compile(r"^scone/(\d+)\.(\d+)(?:\.(\d+))?$")
@@ -58,7 +59,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-def _scalar_to_str(v: Any) -> Any:
+def scalar_to_str(v: Any) -> Any:
     """YAML `value: 443` and `value: true` mean the strings an environment variable holds."""
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -73,7 +74,7 @@ class EnvVar(_Model):
     name: Annotated[str, Field(min_length=1)]
     value: str
 
-    _norm = field_validator("value", mode="before")(_scalar_to_str)
+    _norm = field_validator("value", mode="before")(scalar_to_str)
 
 
 class GlobalEnvVar(_Model):
@@ -82,7 +83,7 @@ class GlobalEnvVar(_Model):
     name: Annotated[str, Field(min_length=1)]
     value: str | None = None
 
-    _norm = field_validator("value", mode="before")(_scalar_to_str)
+    _norm = field_validator("value", mode="before")(scalar_to_str)
 
 
 class Environment(_Model):

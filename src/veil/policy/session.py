@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from veil.manifest.models import scalar_to_str
 from veil.manifest.refs import find_secret_refs
 
 __all__ = [
@@ -58,14 +59,6 @@ _KEY_TYPE_ALIASES = {
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-def _scalar_to_str(v: Any) -> Any:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return str(v)
-    return v
 
 
 class AttestationPolicy(_Model):
@@ -137,7 +130,7 @@ class Service(_Model):
     @classmethod
     def _values_are_strings(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            return {k: _scalar_to_str(x) for k, x in v.items()}
+            return {k: scalar_to_str(x) for k, x in v.items()}
         return v
 
 
