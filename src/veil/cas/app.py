@@ -20,7 +20,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from veil import __version__
-from veil.cas import attest, pki, sessions
+from veil.cas import attest, http_errors, pki, sessions
 from veil.cas.core import Cas, Refusal, now_iso
 from veil.cas.state import CasFiles, load_keyring
 from veil.cas.store import clients, make_engine, make_reader, write_gate
@@ -32,6 +32,11 @@ __all__ = ["app_from_env", "create_app"]
 
 NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
 Name = Annotated[str, Field(pattern=NAME, max_length=200)]
+# NAMESPACE/SESSION/SERVICE, each a NAME: checked here so that no odd text (NUL, `..`, control
+# characters) reaches a database query
+_PART = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*"
+BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
+ConfigId = Annotated[str, Field(pattern=f"^{_PART}/{_PART}/{_PART}$", max_length=600)]
 
 
 class _In(BaseModel):
@@ -39,7 +44,7 @@ class _In(BaseModel):
 
 
 class NonceRequest(_In):
-    config_id: Annotated[str, Field(max_length=600)]
+    config_id: ConfigId
 
 
 class NonceResponse(BaseModel):
@@ -48,11 +53,11 @@ class NonceResponse(BaseModel):
 
 
 class EvidenceIn(_In):
-    config_id: Annotated[str, Field(max_length=600)]
+    config_id: ConfigId
     measurement: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    nonce: Annotated[str, Field(max_length=64)]
-    platform: Annotated[str, Field(max_length=40)]
-    report: Annotated[str, Field(max_length=1 << 16)]
+    nonce: Annotated[str, Field(pattern=BASE64, max_length=64)]
+    platform: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9\-]*$", max_length=40)]
+    report: Annotated[str, Field(pattern=BASE64, max_length=1 << 16)]
 
 
 class InjectedFile(BaseModel):
@@ -94,7 +99,9 @@ def create_app(cas: Cas) -> FastAPI:
         title="Veil CAS",
         version=__version__,
         description="Configuration and Attestation Service: sessions, secrets, attestation.",
+        responses=http_errors.ERROR_RESPONSES,
     )
+    http_errors.install(app)
 
     @app.exception_handler(Refusal)
     async def _refusal(_req: Request, exc: Refusal) -> JSONResponse:

@@ -10,7 +10,6 @@ fails even when it reaches another replica.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import os
@@ -107,7 +106,7 @@ def issue_nonce(cas: Cas, config_id: str) -> dict[str, Any]:
 def _check_nonce(cas: Cas, config_id: str, nonce: str) -> int:
     try:
         raw = base64.b64decode(nonce, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or text that is not ASCII
         raise Refusal(400, "the nonce is not base64") from None
     if len(raw) != 32:
         raise Refusal(400, "the nonce is not one this CAS issued")

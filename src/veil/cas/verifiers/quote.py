@@ -17,7 +17,6 @@ claims record the SVNs so a session can require minimum values.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import functools
 import hashlib
@@ -280,7 +279,7 @@ def verify_quote(q: Quote, at: dt.datetime | None = None) -> None:
 def _decode(evidence: Evidence) -> Quote:
     try:
         raw = base64.b64decode(evidence.report, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or text that is not ASCII
         raise Refused(f"{evidence.platform} evidence is base64 of the quote") from None
     return parse_quote(raw)
 
