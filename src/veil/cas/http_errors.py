@@ -70,10 +70,16 @@ def _validation(_req: Request, exc: Exception) -> JSONResponse:
     return _error(422, reason, problems=problems)
 
 
-def _http(_req: Request, exc: Exception) -> JSONResponse:
+def _http(req: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code if isinstance(exc, StarletteHTTPException) else 400
     detail = exc.detail if isinstance(exc, StarletteHTTPException) else ""
     reason = detail if isinstance(detail, str) and detail else _WHY.get(status, "error")
+    if status in (404, 405) and reason in ("Not Found", "Method Not Allowed"):
+        # the usual cause: a name with `/` in it, which splits the path
+        reason = (
+            f"no endpoint {req.method} {req.url.path[:200]!r} (see /openapi.json; names are "
+            "letters, digits, `_`, `.`, `-`)"
+        )
     if reason == "There was an error parsing the body":
         reason = "the body is not valid JSON (UTF-8, nested at most a few hundred levels)"
     return _error(status, reason)
