@@ -41,6 +41,9 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+_CONFIDENTIAL = ("value", "environment", "content", "command")
+
+
 def session_from_data(data: Any, file: str = "<input>", tree: Any = None) -> SessionDoc:
     """Validate plain data as a session; ManifestError lists every problem with its place."""
     problems = ProblemCollector(file=file)
@@ -55,7 +58,9 @@ def session_from_data(data: Any, file: str = "<input>", tree: Any = None) -> Ses
             # pydantic appends the union member tried; keep only the document's path
             loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
             line, col = _line_of(tree, loc)
-            secretish = any(p == "value" for p in loc)
+            # a wrong entry under `secrets` may hold a value, and environment values and file
+            # contents are the configuration only an attested program sees: never echo them
+            secretish = (loc[:1] == ("secrets",)) or any(p in _CONFIDENTIAL for p in loc)
             problems.add(
                 e["msg"],
                 path=_path(loc),
