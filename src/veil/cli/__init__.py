@@ -11,11 +11,16 @@ import importlib
 import pkgutil
 import sys
 
-import click
 import typer
 
 from veil.cli._app import app, state
+from veil.cli._help import plain_metavars
 from veil.errors import ManifestError, VeilError
+
+try:  # newer typer vendors click and raises the vendored copy's exceptions
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - typer that uses the click package
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 __all__ = ["app", "main"]
 
@@ -48,23 +53,34 @@ def _report(err: VeilError) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    state.verbose = 0
+    command = typer.main.get_command(app)
+    plain_metavars(command)
     try:
-        app(args=args, prog_name="veil", standalone_mode=False)
+        command.main(args=args, prog_name="veil", standalone_mode=False)
     except VeilError as err:
         if state.verbose >= 2:
             raise
         _report(err)
         return err.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         state.err.print("aborted")
         return 130
-    except click.ClickException as err:
+    except click_errors.ClickException as err:
+        # unknown option, missing argument, a value not among the choices: bad input
         err.show()
         return 2
     except typer.Exit as err:
         return err.exit_code
-    except click.exceptions.Exit as err:
-        return err.exit_code
+    except OSError as err:
+        # a file system refusal nobody anticipated (read-only, full disk, a file where a
+        # folder should be): say which file and why, not where in Veil it happened
+        if state.verbose >= 2:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        state.err.print(f"[bold red]error:[/bold red] cannot use{where}: "
+                        f"{err.strerror or err}", soft_wrap=True)
+        return 1
     return 0
 
 

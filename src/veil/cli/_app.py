@@ -52,7 +52,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     verbose: int = typer.Option(
-        0, "--verbose", "-v", count=True, help="More output; -vv shows tracebacks."
+        0, "--verbose", "-v", count=True,
+        help="More output; repeat it (-vv) to see tracebacks."
     ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."

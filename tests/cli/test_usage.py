@@ -1,0 +1,63 @@
+"""Usage errors and help texts: a clear message and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from veil.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["apply", "-f", "x.yaml", "--bogus"], "No such option: --bogus"),
+    (["apply", "--dry-run"], "Missing option '-f'"),
+    (["apply", "-f", "x.yaml", "--mode", "fast"], "'fast' is not one of 'debug', 'production'"),
+    (["apply", "-f", "x.yaml", "--output", "json"], "'json' is not one of"),
+    (["apply", "-f", "x.yaml", "-t"], "Option '-t' requires an argument"),
+    (["schema"], "Missing argument 'KIND'"),
+    (["schema", "pod"], "'pod' is not one of 'genservice', 'mesh'"),
+    (["no-such-command"], "No such command 'no-such-command'"),
+    (["env", "explain", "svc"], "Missing option '-f'"),
+])
+def test_usage_errors_exit_2_without_traceback(
+    capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    code, text = run(capsys, *args)
+    assert code == 2, text
+    assert expected in text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["apply", "--help"], ["schema", "--help"], ["env", "explain", "--help"],
+    ["wrap", "flask", "--help"], ["base", "create", "--help"], ["inspect", "--help"],
+])
+def test_help_shows_no_python_type_names(
+    capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    code, text = run(capsys, *args)
+    assert code == 0
+    for python_type in ("<bool>", "<int>", "<str>", "<path>"):
+        assert python_type not in text, f"{python_type} in help of {args}"
+
+
+def test_help_metavars_read_like_a_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run(capsys, "apply", "--help")
+    assert code == 0
+    assert "PATH" in text
+    assert "[debug|production]" in text
+    lines = [ln for ln in text.splitlines() if "--dry-run" in ln]
+    assert lines and "BOOL" not in lines[0].upper().replace("--DRY-RUN", "")
+
+
+def test_verbose_is_a_counting_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run(capsys, "--help")
+    assert code == 0
+    line = next(ln for ln in text.splitlines() if "--verbose" in ln)
+    assert "INTEGER" not in line and "default: 0" not in line
+    assert "-vv" in line
