@@ -23,7 +23,7 @@ from veil.runtime.measure import PLAN_PATH, FileEntry, MeasurementPlan, digest_o
 __all__ = ["LAUNCHER_DIR", "RUNTIME_MODULES", "BuildContext", "measure_context", "stage_context"]
 
 LAUNCHER_DIR = "/opt/veil"
-RUNTIME_MODULES = ("__init__.py", "der.py", "launcher.py", "measure.py")
+RUNTIME_MODULES = ("__init__.py", "der.py", "launcher.py", "measure.py", "tsm.py")
 ENTRYPOINT = ["/usr/bin/python3", "-I", "-B", f"{LAUNCHER_DIR}/launch.py"]
 _SHIM = f'''\
 """Entrypoint of a Veil image: attest to CAS, then exec the provisioned program."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import http.client
 import json
 import os
@@ -22,8 +23,17 @@ from typing import Any, NoReturn
 
 from veil.runtime.der import DerError, spki_from_certificate
 from veil.runtime.measure import PLAN_PATH, MeasurementPlan, MissingFileError, measure
+from veil.runtime.tsm import TSM_PATH, TsmError, evidence_report, make_report
 
-__all__ = ["CAS_KEY_PATH", "LaunchError", "Provisioned", "main", "provision"]
+__all__ = [
+    "CAS_KEY_PATH",
+    "PLATFORMS",
+    "LaunchError",
+    "Provisioned",
+    "choose_platform",
+    "main",
+    "provision",
+]
 
 CAS_KEY_PATH = "/etc/veil/cas-key"
 DEFAULT_PORT = 8081
@@ -34,6 +44,8 @@ BASE_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
 }
 PASSED_THROUGH = ("HOSTNAME", "TERM", "LANG")
+# VEIL_PLATFORM: `auto` uses configfs-tsm when the machine has it, else simulation
+PLATFORMS = ("auto", "simulation", "sev-snp", "tdx")
 
 
 class LaunchError(Exception):
@@ -149,10 +161,65 @@ def _reason(status: int, doc: Any) -> str:
     return f"HTTP {status}"
 
 
+def choose_platform(
+    environ: Mapping[str, str], platform: str | None = None
+) -> tuple[str, str | None]:
+    """The requested platform (`VEIL_PLATFORM`, default auto) and the configfs-tsm directory
+    to use (`VEIL_TSM_PATH`, default the kernel's), or None for simulation evidence.
+    A hardware platform that was asked for but is not there is a refusal to start."""
+    wanted = (platform or environ.get("VEIL_PLATFORM") or "auto").strip()
+    if wanted not in PLATFORMS:
+        raise LaunchError(f"VEIL_PLATFORM={wanted!r}; allowed: {', '.join(PLATFORMS)}")
+    if wanted == "simulation":
+        return wanted, None
+    tsm = environ.get("VEIL_TSM_PATH") or TSM_PATH
+    if os.path.isdir(tsm):
+        return wanted, tsm
+    if wanted != "auto":
+        raise LaunchError(
+            f"VEIL_PLATFORM={wanted}, but there is no configfs-tsm at {tsm}: this is not a "
+            f"confidential VM, its Linux is older than 6.7, or configfs is not mounted "
+            f"(mount -t configfs none /sys/kernel/config); refusing to start without {wanted} "
+            "evidence"
+        )
+    return wanted, None
+
+
+def _evidence(wanted: str, tsm: str | None, nonce: str, measurement: str) -> tuple[str, str]:
+    """(platform, report) for the provision call: the TEE's report whose report_data is
+    SHA-512(nonce || measurement), or simulation evidence when there is no TEE."""
+    if tsm is not None:
+        try:
+            raw = base64.b64decode(nonce, validate=True) + bytes.fromhex(measurement)
+        except (binascii.Error, ValueError) as err:
+            raise LaunchError("CAS sent a nonce that is not base64") from err
+        try:
+            rep = make_report(tsm, hashlib.sha512(raw).digest())
+            if wanted != "auto" and rep.platform != wanted:
+                raise LaunchError(
+                    f"VEIL_PLATFORM={wanted}, but the TEE here is {rep.provider!r}; refusing "
+                    "to start"
+                )
+            if rep.platform is not None:
+                return rep.platform, evidence_report(rep)
+        except TsmError as err:
+            raise LaunchError(f"no hardware evidence: {err}") from err
+        print(
+            f"veil-launcher: configfs-tsm provider {rep.provider!r} is not supported; "
+            "sending simulation evidence",
+            file=sys.stderr,
+            flush=True,
+        )
+    report = json.dumps({"measurement": measurement, "nonce": nonce}, sort_keys=True)
+    return "simulation", base64.b64encode(report.encode()).decode()
+
+
 def provision(
-    environ: Mapping[str, str], root: str = "/", platform: str = "simulation"
+    environ: Mapping[str, str], root: str = "/", platform: str | None = None
 ) -> Provisioned:
-    """Measure the filesystem at `root`, attest to CAS and return what CAS provisions."""
+    """Measure the filesystem at `root`, attest to CAS and return what CAS provisions.
+    `platform` overrides VEIL_PLATFORM (see `choose_platform`)."""
+    wanted, tsm = choose_platform(environ, platform)
     config_id = environ.get("SCONE_CONFIG_ID", "")
     if config_id.count("/") != 2 or not all(config_id.split("/")):
         raise LaunchError(f"SCONE_CONFIG_ID must be NAMESPACE/SESSION/SERVICE, got {config_id!r}")
@@ -168,14 +235,12 @@ def provision(
         if status != 200 or not isinstance(doc, dict) or "nonce" not in doc:
             raise LaunchError(f"CAS refused a nonce for {config_id}: {_reason(status, doc)}")
         nonce = str(doc["nonce"])
-        report = base64.b64encode(
-            json.dumps({"measurement": measurement, "nonce": nonce}, sort_keys=True).encode()
-        ).decode()
+        evidence_platform, report = _evidence(wanted, tsm, nonce, measurement)
         evidence = {
             "config_id": config_id,
             "measurement": measurement,
             "nonce": nonce,
-            "platform": platform,
+            "platform": evidence_platform,
             "report": report,
         }
         status, doc = cas.post("/v1/attestation/provision", evidence)
@@ -266,8 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise LaunchError(
                 "this image takes its command from CAS; container arguments are not accepted"
             )
-        platform = os.environ.get("VEIL_PLATFORM", "simulation")
-        prov = provision(os.environ, "/", platform)
+        prov = provision(os.environ, "/")
         plan_cmd = prov.argv
         if not plan_cmd:
             raise LaunchError("CAS sent no command to run")
