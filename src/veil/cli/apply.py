@@ -18,7 +18,7 @@ from veil.cli._mesh import descriptions_for, print_warnings
 from veil.cli._options import ApplyOptions, Mode, Output
 from veil.errors import OperationalError, UserError
 from veil.fsutil import atomic_write_text
-from veil.manifest.load import Loaded, load_document
+from veil.manifest.load import Loaded, load_document, read_manifest
 from veil.manifest.models import GenService, Mesh
 from veil.manifest.tolerance import parse_tolerance
 from veil.resolve.defaults import print_defaults
@@ -26,17 +26,6 @@ from veil.resolve.env import ResolvedMesh, resolve_mesh
 from veil.resolve.explain import env_rows
 
 __all__ = ["register"]
-
-
-def _read(path: Path) -> str:
-    if str(path) == "-":
-        return sys.stdin.read()
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read: {err}") from None
 
 
 def apply(
@@ -57,7 +46,7 @@ def apply(
     """Apply a service manifest or a mesh (dispatching on `kind`)."""
     options = ApplyOptions(dry_run=dry_run, mode=mode, target=target, push=not no_push,
                            verbose=state.verbose, release=release, output=output)
-    text = _read(file)
+    text = read_manifest(file)
     name = "<stdin>" if str(file) == "-" else str(file)
     doc = load_document(name, text)
     print_warnings(doc.warnings)

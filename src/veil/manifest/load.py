@@ -8,6 +8,7 @@ such a path back to file:line:col, so every problem of a document is reported wh
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +28,21 @@ __all__ = [
     "Loaded",
     "Path_",
     "Positions",
+    "decode_manifest",
     "format_path",
     "load_document",
     "load_genservice",
     "load_mesh",
     "parse_yaml",
     "plain",
+    "read_manifest",
 ]
 
 KINDS = ("genservice", "mesh")
+MAX_BYTES = 4 * 1024 * 1024  # manifests are a few kB; megabytes are a wrong file
+# Values a document may hold once its aliases are expanded: a generous bound for a manifest,
+# and far below what an alias bomb ("billion laughs") expands to.
+MAX_NODES = 200_000
 Path_ = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
 
@@ -184,37 +191,133 @@ def parse_yaml(text: str, file: str) -> Any:
     if len(docs) > 1:
         raise ManifestError(
             [Problem("a manifest file holds one document; found several (separated by ---)",
-                     file=file, line=1, column=1)]
+                     file=file, line=1, column=1)], summary=f"{file} is not a single manifest",
         )
+    if docs:
+        _check_expansion(docs[0], file)
     return docs[0] if docs else None
 
 
-def _read(path: Path) -> str:
+def _check_expansion(root: Any, file: str) -> None:
+    """Refuse a recursive alias, or aliases that multiply the document past MAX_NODES.
+
+    The round-trip loader shares aliased nodes, so loading is cheap; everything after it
+    (`plain`, validation) would expand them. Counting with a memo per node stays linear.
+    """
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise _Recursive
+        open_.add(key)
+        children = node.values() if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_NODES:
+                break
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
     try:
-        return path.read_text(encoding="utf-8")
+        total = size(root)
+    except _Recursive:
+        raise ManifestError([Problem(
+            "an alias refers to its own anchor: the document would be infinitely deep",
+            file=file, allowed="anchors (&name) and aliases (*name) that do not contain "
+            "themselves")], summary=f"{file} is not a usable manifest") from None
+    except RecursionError:
+        raise ManifestError([Problem("the document is nested too deeply", file=file)],
+                            summary=f"{file} is not a usable manifest") from None
+    if total > MAX_NODES:
+        line, col = 1, 1
+        if isinstance(root, CommentedMap):
+            for k in root:
+                if sizes.get(id(root[k]), 1) > MAX_NODES // 100:
+                    line, col = (v + 1 for v in root.lc.key(k))
+                    break
+        raise ManifestError([Problem(
+            f"aliases expand the document to more than {MAX_NODES:,} values "
+            "(an alias bomb?)", file=file, line=line, column=col,
+            allowed="anchors and aliases that repeat a few values, not multiply them")],
+            summary=f"{file} is not a usable manifest")
+
+
+class _Recursive(Exception):
+    """An anchored node that contains an alias of itself."""
+
+
+def decode_manifest(data: bytes, file: str) -> str:
+    """The text of a manifest file; a file that is not UTF-8 text names where it stops being so."""
+    if len(data) > MAX_BYTES:
+        raise ManifestError([Problem(
+            f"the file has {len(data):,} bytes; a manifest has at most {MAX_BYTES:,}", file=file,
+            allowed="a YAML manifest (genservice or mesh)")], summary=f"{file} is too large")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line, col = _line_col(data, nul)
+        raise ManifestError([Problem(
+            "a binary file, not YAML text (it holds a NUL byte)", file=file, line=line,
+            column=col, allowed="a YAML manifest in UTF-8")], summary=f"{file} is not a manifest")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line, col = _line_col(data, err.start)
+        raise ManifestError([Problem(
+            f"not UTF-8 text: byte 0x{data[err.start]:02x} cannot start or continue a character",
+            file=file, line=line, column=col,
+            allowed="UTF-8 text (convert it, e.g. `iconv -f latin1 -t utf-8`)")],
+            summary=f"{file} is not UTF-8") from None
+
+
+def _line_col(data: bytes, offset: int) -> tuple[int, int]:
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    return data.count(b"\n", 0, offset) + 1, offset - line_start + 1
+
+
+def read_manifest(path: Path) -> str:
+    """Read and decode the manifest at `path`; `-` reads standard input."""
+    from veil.errors import UserError
+
+    if str(path) == "-":
+        return decode_manifest(sys.stdin.buffer.read(), "<stdin>")
+    try:
+        if path.is_dir():
+            raise UserError(f"{path} is a directory, not a manifest file",
+                            hint="name the YAML file itself, e.g. -f service.yaml")
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
-        from veil.errors import UserError
-
         raise UserError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        from veil.errors import UserError
-
-        raise UserError(f"{path}: cannot read: {err}") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read: {err.strerror or err}") from None
+    return decode_manifest(data, str(path))
 
 
 def load_document(path: Path | str, text: str | None = None) -> Loaded:
     """Parse and validate a manifest of either kind; every problem is reported at once."""
     file = str(path)
     if text is None:
-        text = _read(Path(path))
+        text = read_manifest(Path(path))
     tree = parse_yaml(text, file)
     pos = Positions(file, tree)
     col = ProblemCollector(file=file)
-    if not isinstance(tree, dict):
+    if tree is None:
+        col.add("the file holds no YAML document (it is empty or only comments)", line=1,
+                column=1, allowed="a mapping with `apiVersion: scone/5.8` and "
+                "`kind: genservice|mesh`")
+    elif not isinstance(tree, dict):
         col.add("a manifest is a YAML mapping with apiVersion and kind", line=1, column=1,
-                value=plain(tree) if tree is not None else None,
+                value=plain(tree),
                 allowed="a mapping with `apiVersion: scone/5.8` and `kind: genservice|mesh`")
-        col.raise_if_errors()
+    col.raise_if_errors(summary=_summary(file, 1))
     kind = tree.get("kind")
     if kind not in KINDS:
         if kind is None:
@@ -224,7 +327,7 @@ def load_document(path: Path | str, text: str | None = None) -> Loaded:
             col.extend([pos.problem("unknown kind", ("kind",), value=plain(kind),
                                     allowed="genservice, mesh")])
         _check_api_version(tree, pos, col)
-        col.raise_if_errors()
+        col.raise_if_errors(summary=_summary(file, len(col.errors)))
     loaded = Loaded(file=file, kind=str(kind), tree=tree, positions=pos)
     model_cls: type[BaseModel] = GenService if kind == "genservice" else Mesh
     loaded.model = validate(model_cls, tree, pos, col)
@@ -281,4 +384,5 @@ def load_mesh(path: Path | str, text: str | None = None) -> Loaded:
 def _expect(loaded: Loaded, kind: Literal["genservice", "mesh"]) -> None:
     if loaded.kind != kind:
         raise ManifestError([loaded.positions.problem(
-            f"expected a {kind} manifest", ("kind",), value=loaded.kind, allowed=kind)])
+            f"expected a {kind} manifest", ("kind",), value=loaded.kind, allowed=kind)],
+            summary=_summary(loaded.file, 1))
