@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "replace_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "links_leaving", "replace_dir"]
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -53,3 +53,26 @@ def replace_dir(target: Path) -> Iterator[Path]:
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def links_leaving(root: Path, path: Path) -> list[tuple[Path, Path]]:
+    """Symbolic links at or below `path` that resolve outside `root`: (link, where it leads).
+
+    `path` itself counts too, and so does a link among its parent folders: a build context
+    or a wrapped repository must not pull in files from elsewhere on the host.
+    """
+    base = root.resolve()
+    out: list[tuple[Path, Path]] = []
+    real = path.resolve()
+    if not real.is_relative_to(base):
+        return [(path, real)]
+    if not path.is_dir() or path.is_symlink():
+        return out
+    for dirpath, dirs, files in os.walk(path, followlinks=False):
+        for name in sorted([*dirs, *files]):
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                target = p.resolve()
+                if not target.is_relative_to(base):
+                    out.append((p, target))
+    return out

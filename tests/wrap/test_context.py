@@ -127,3 +127,36 @@ def test_cli_env_lists_every_declared_variable(capsys: pytest.CaptureFixture[str
     assert [ln.split()[0] for ln in lines] == [v.name for v in FLASK_ENV]
     assert lines[0].split()[1] == "(required)"
     assert main(["wrap", "env", "grpc"]) == 2
+
+
+def test_output_that_is_a_file_of_the_repository(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    model = repo / "model.py"
+    before = model.read_bytes()
+    with pytest.raises(UserError, match="not a folder"):
+        prepare_context(repo, "flask", "model:predict", model)
+    assert model.read_bytes() == before
+    assert not [p.name for p in repo.iterdir() if p.name.endswith(".old")]
+
+
+def test_output_folder_with_other_files_is_not_replaced(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep\n")
+    with pytest.raises(UserError, match="did not write"):
+        prepare_context(repo, "flask", "model:predict", mine)
+    assert (mine / "notes.txt").read_text() == "keep\n"
+    prepare_context(repo, "flask", "model:predict", tmp_path / "out")
+    prepare_context(repo, "kafka", "model:predict", tmp_path / "out")  # its own output: replaced
+    assert "kafka" in (tmp_path / "out" / "Containerfile").read_text()
+
+
+def test_links_out_of_the_repository_are_refused(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host" / "id_rsa").write_text("private\n")
+    (repo / "data").symlink_to(tmp_path / "host")
+    with pytest.raises(UserError, match="outside the repository"):
+        prepare_context(repo, "flask", "model:predict", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

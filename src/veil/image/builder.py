@@ -24,7 +24,7 @@ from typing import Any
 from veil.errors import OperationalError
 from veil.fsutil import replace_dir
 from veil.image.base import DEFAULT_BASE
-from veil.image.context import measure_context, stage_context
+from veil.image.context import check_target, measure_context, stage_context
 from veil.image.fastpath import forget_build, record_build, try_fast_push
 from veil.image.index import IndexEntry, LocalIndex
 from veil.image.interpreter import Interpreter, interpreter_of_image
@@ -143,6 +143,7 @@ def build_service(
     progress: Progress = lambda _m: None,
 ) -> BuildResult:
     parse_reference(svc.build.to, field="build.to")
+    check_target(target / svc.build.name)
     if push and not dry_run:
         check_registry(svc.build.to)
     with tempfile.TemporaryDirectory(prefix="veil-wrap-") as scratch:
