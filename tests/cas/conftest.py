@@ -22,6 +22,7 @@ from veil.cas.client import CasClient
 from veil.cas.state import CasFiles, init_state
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -62,11 +63,18 @@ def _wait_ready(addr: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
     raise RuntimeError(f"CAS did not start: {log.read_text()[-2000:]}")
 
 
-def start_cas(files: CasFiles, db_url: str | None, log: Path, workers: int = 1) -> CasServer:
+def start_cas(
+    files: CasFiles,
+    db_url: str | None,
+    log: Path,
+    workers: int = 1,
+    command: Callable[[str, str], list[str]] | None = None,
+) -> CasServer:
+    """`veil cas serve`, or `command(addr, db_url)` (a test's own server)."""
     port = free_port()
     addr = f"127.0.0.1:{port}"
     url = db_url or files.default_db_url
-    cmd = [
+    cmd = command(addr, url) if command else [
         sys.executable,
         "-m",
         "veil",
@@ -84,7 +92,9 @@ def start_cas(files: CasFiles, db_url: str | None, log: Path, workers: int = 1) 
         "info",
     ]
     with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
+        )
     _wait_ready(addr, proc, log)
     return CasServer(files, addr, url, log, proc)
 

@@ -184,7 +184,7 @@ def _checked(cas: Cas, evidence: Evidence) -> tuple[int, Claims]:
     _split_config_id(evidence.config_id)
     expires = _check_nonce(cas, evidence.config_id, evidence.nonce)
     try:
-        return expires, verifier_for(evidence.platform).verify(evidence)
+        return expires, verifier_for(evidence.platform, cas.verifiers).verify(evidence)
     except Refused as err:
         raise Refusal(403, str(err)) from None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +17,7 @@ from veil.cas.groupcommit import GroupCommit
 from veil.cas.secrets import Material, open_sealed
 from veil.cas.state import Keyring
 from veil.cas.store import secrets_t, session_heads, session_versions
+from veil.cas.verifiers import Verifier
 from veil.policy.session import CREATOR, SessionDoc
 
 __all__ = ["Cas", "Head", "Refusal", "allowed", "now_iso"]
@@ -76,6 +77,10 @@ class Cas:
     keys: Keyring
     reader: Engine | None = None  # reads; None = `engine`
     gate: Callable[[], AbstractContextManager[None]] | None = None  # see store.write_gate
+    # the verifier of each platform; None = the built-in ones with the vendors' roots. Only
+    # code that builds a Cas itself can change it (the tests, to trust roots of their own):
+    # `veil cas serve` has no option or variable that reaches it.
+    verifiers: Mapping[str, Verifier] | None = None
     # versions are immutable, so a parsed document is cached by its hash; materials are
     # cached by (place, fingerprint) as a sealed value only changes with its definition
     _docs: dict[str, SessionDoc] = field(default_factory=dict)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,10 +72,12 @@ def register(v: Verifier) -> None:
     VERIFIERS[v.platform] = v
 
 
-def verifier_for(platform: str) -> Verifier:
-    v = VERIFIERS.get(platform)
+def verifier_for(platform: str, table: Mapping[str, Verifier] | None = None) -> Verifier:
+    """The verifier for `platform` from `table` (default: the registered ones)."""
+    verifiers = VERIFIERS if table is None else table
+    v = verifiers.get(platform)
     if v is None:
-        known = ", ".join(sorted(VERIFIERS)) or "none"
+        known = ", ".join(sorted(verifiers)) or "none"
         raise Refused(f"no verifier for platform {platform!r}; this CAS accepts: {known}")
     return v
 
