@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from veil.errors import UserError
+from veil.manifest.imageref import FORM, REFERENCE_RE, reference_problem
 
 __all__ = ["Reference", "parse_reference"]
-
-_REF = re.compile(
-    r"^(?P<host>[A-Za-z0-9.\-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?)/"
-    r"(?P<repo>[a-z0-9]+(?:[._\-/][a-z0-9]+)*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
-
 
 @dataclass(frozen=True)
 class Reference:
@@ -47,12 +39,12 @@ class Reference:
 
 def parse_reference(ref: str, *, field: str = "image") -> Reference:
     """Parse a fully qualified reference (Veil never guesses a default registry)."""
-    m = _REF.match(ref.strip())
+    m = REFERENCE_RE.match(ref.strip())
     if not m or "$" in ref:
-        hint = "did you run envsubst?" if "$" in ref else (
-            "expected REGISTRY[:PORT]/PATH/NAME[:TAG], e.g. 127.0.0.1:5000/demo/hello:1"
-        )
-        raise UserError(f"{field} {ref!r} is not a fully qualified image reference", hint=hint)
+        why = "it holds a shell variable" if "$" in ref else reference_problem(ref.strip())
+        hint = "did you run envsubst?" if "$" in ref else f"expected {FORM}"
+        raise UserError(f"{field} {ref!r} is not a fully qualified image reference: {why}",
+                        hint=hint)
     tag = m.group("tag")
     if tag is None and m.group("digest") is None:
         tag = "latest"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from veil.errors import ProblemCollector
+from veil.manifest.imageref import FORM, reference_problem
 from veil.manifest.models import CAS_ALIASES, GenService
 from veil.manifest.refs import FORMATS, find_secret_refs
 from veil.manifest.tolerance import parse_tolerance
@@ -205,11 +206,30 @@ def _check_mesh(loaded: Loaded, col: ProblemCollector) -> None:
                                 allowed="alias: [" + ", ".join(CAS_ALIASES) + "]")])
 
 
+def _check_images(loaded: Loaded, col: ProblemCollector) -> None:
+    """Image references have the form a registry accepts; `$VAR` ones are reported above."""
+    found: list[tuple[tuple[str | int, ...], Any]] = []
+    if loaded.kind == "genservice":
+        build = loaded.tree.get("build")
+        if isinstance(build, dict):
+            found = [(("build", k), build.get(k)) for k in ("to", "from")]
+    else:
+        found = [(("services", i, "image"), item.get("image"))
+                 for i, item in _items(loaded.tree, "services")]
+    for path, value in found:
+        if isinstance(value, str) and not shell_vars(value):
+            why = reference_problem(value.strip())
+            if why:
+                col.extend([loaded.positions.problem(
+                    f"not an image reference: {why}", path, value=value, allowed=FORM)])
+
+
 def check_document(loaded: Loaded, col: ProblemCollector) -> None:
     """All cross-field checks of one document (the model may be None if it did not validate)."""
     _check_shell_vars(loaded, col)
     _check_templates(loaded, col)
     _check_refs_syntax(loaded, col)
+    _check_images(loaded, col)
     if loaded.kind == "genservice":
         _check_genservice(loaded, col)
     elif loaded.kind == "mesh":
