@@ -61,3 +61,18 @@ def test_verbose_is_a_counting_flag(capsys: pytest.CaptureFixture[str]) -> None:
     line = next(ln for ln in text.splitlines() if "--verbose" in ln)
     assert "INTEGER" not in line and "default: 0" not in line
     assert "-vv" in line
+
+
+def test_verify_says_the_reference_is_wrong_before_asking_for_a_key(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text = run(capsys, "verify", "UPPER/x")
+    assert code == 2
+    assert "registry is missing" in text and "signing key" not in text
+
+
+def test_help_of_env_explain_is_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run(capsys, "env", "--help")
+    assert code == 0
+    assert "whether the program receives it" in " ".join(
+        ln.strip(" │") for ln in text.splitlines())

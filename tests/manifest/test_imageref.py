@@ -27,6 +27,8 @@ build:
     ("127.0.0.1:5000/veil/my app:1", "no spaces"),
     ("python:3.11", "registry is missing"),
     ("app", "registry is missing"),
+    ("UPPER/x", "registry is missing"),
+    ("library/python:3.11", "registry is missing"),
     ("reg.example/app:-bad", "the tag"),
     ("reg.example/app@sha256:xyz", "digest"),
     ("reg.example/a//b:1", "single . _ - /"),
@@ -37,7 +39,8 @@ def test_what_is_wrong_is_said(ref: str, why: str) -> None:
 
 
 @pytest.mark.parametrize("ref", [
-    "127.0.0.1:5000/veil/app:1", "reg.example/a/b", "localhost/x:latest",
+    "127.0.0.1:5000/veil/app:1", "reg.example/a/b", "localhost/x:latest", "registry:5000/a:1",
+    "[::1]:5000/a/b:2",
     "reg.example:443/a_b-c.d/e@sha256:" + "a" * 64,
 ])
 def test_valid_references(ref: str) -> None:

@@ -160,3 +160,19 @@ def test_links_out_of_the_repository_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="outside the repository"):
         prepare_context(repo, "flask", "model:predict", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("flag", "ref", "why"), [
+    ("--to", "127.0.0.1:5000/UP per", "no spaces"),
+    ("--to", "127.0.0.1:5000/Upper:1", "lower-case"),
+    ("--from", "bad base", "no spaces"),
+])
+def test_cli_bad_image_references_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, ref: str, why: str
+) -> None:
+    out = tmp_path / "out"
+    code = main(["wrap", "flask", str(EXAMPLE_REPO), "-e", "model:predict", "-o", str(out),
+                 flag, ref])
+    err = capsys.readouterr().err
+    assert code == 2 and flag in err and why in err
+    assert not out.exists()

@@ -25,8 +25,7 @@ def explain(
     service: str = typer.Argument(..., help="Name of a service of the mesh."),
     file: Path = typer.Option(..., "-f", "--file-name", "--filename", help="The mesh manifest."),
 ) -> None:
-    """Print each variable of SERVICE: value (secrets masked), origin, and whether the
-    program receives it."""
+    """Print each variable of SERVICE: value (secrets masked), origin, and whether the program receives it."""  # noqa: E501 - one line: rich help keeps line breaks
     doc = load_mesh(file)
     print_warnings(doc.warnings)
     names = [s.name for s in doc.model.services]

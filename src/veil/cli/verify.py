@@ -18,8 +18,10 @@ def verify(
     ),
 ) -> None:
     """Verify that IMAGE, as the registry holds it now, was signed with the key."""
+    from veil.image.reference import parse_reference
     from veil.image.signing import load_public_key, verify_image
 
+    parse_reference(image)  # a malformed reference is the first thing to say, before the key
     digest = verify_image(image, load_public_key(key))
     state.console.print(f"verified {image} ({digest})")
 

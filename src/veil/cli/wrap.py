@@ -10,6 +10,7 @@ import typer
 from veil.cli._app import abort, state
 from veil.errors import UserError
 from veil.fsutil import atomic_write_text
+from veil.manifest.imageref import FORM, reference_problem
 from veil.wrap import KINDS, WrapResult, env_for, prepare_context, service_manifest
 
 wrap_app = typer.Typer(
@@ -41,6 +42,10 @@ def _service_name(repo: Path, name: str | None) -> str:
 def _wrap(kind: str, repo: Path, entrypoint: str, output: Path, base: str | None,
           name: str | None, image: str | None, wheels: bool, python: str) -> None:
     service = _service_name(repo, name)
+    for flag, ref in (("--to", image), ("--from", base)):
+        why = reference_problem(ref) if ref is not None else None
+        if why:  # checked before anything is written: the manifest would not load
+            abort(f"{flag} {ref!r} is not an image reference: {why}", hint=f"expected {FORM}")
     result: WrapResult = prepare_context(repo, kind, entrypoint, output, base_image=base,
                                          wheels_for_python=python if wheels else None)
     manifest = service_manifest(result, name=service, image=image or f"localhost/{service}:latest")

@@ -15,7 +15,9 @@ __all__ = ["FORM", "REFERENCE_RE", "reference_problem"]
 FORM = "REGISTRY[:PORT]/PATH/NAME[:TAG], e.g. 127.0.0.1:5000/demo/hello:1"
 
 REFERENCE_RE = re.compile(
-    r"^(?P<host>[A-Za-z0-9.\-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?)/"
+    # a registry host has a dot or a port, or is localhost (else it is a path: "library/x")
+    r"^(?P<host>[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+(?::\d+)?|[A-Za-z0-9\-]+:\d+"
+    r"|localhost|\[[0-9a-fA-F:]+\](?::\d+)?)/"
     r"(?P<repo>[a-z0-9]+(?:[._\-/][a-z0-9]+)*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
