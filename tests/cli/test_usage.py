@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from veil.cli import main
@@ -76,3 +78,22 @@ def test_help_of_env_explain_is_one_sentence(capsys: pytest.CaptureFixture[str])
     assert code == 0
     # the docstring's own line break used to end a help line after "whether the"
     assert [ln for ln in text.splitlines() if ln.rstrip(" │").endswith("whether the")] == []
+
+
+def test_output_file_that_is_a_folder_or_below_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, text = run(capsys, "schema", "mesh", "-o", str(tmp_path))
+    assert code == 2 and "is a folder" in text and "Traceback" not in text
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, text = run(capsys, "schema", "mesh", "-o", str(blocker / "schema.json"))
+    assert code == 2 and "is a file, not a folder" in text
+    assert blocker.read_text() == "x"
+
+
+def test_output_the_file_system_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run(capsys, "schema", "mesh", "-o", "/proc/veil-schema.json")
+    assert code == 1
+    assert "cannot write /proc/veil-schema.json" in text and "Traceback" not in text

@@ -16,8 +16,8 @@ from veil.cli._app import state
 from veil.cli._apply_service import apply_service
 from veil.cli._mesh import descriptions_for, print_warnings
 from veil.cli._options import ApplyOptions, Mode, Output
+from veil.cli._output import write_output
 from veil.errors import OperationalError, UserError
-from veil.fsutil import atomic_write_text
 from veil.manifest.load import Loaded, load_document, read_manifest
 from veil.manifest.models import GenService, Mesh
 from veil.manifest.tolerance import parse_tolerance
@@ -63,7 +63,7 @@ def apply(
         if out is None:
             sys.stdout.write(result)
         else:
-            atomic_write_text(out, result)
+            write_output(out, result, option="--file")
             state.info(f"wrote {out}")
         return
     if out is not None:

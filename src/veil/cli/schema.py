@@ -8,7 +8,7 @@ from typing import Literal
 
 import typer
 
-from veil.fsutil import atomic_write_text
+from veil.cli._output import write_output
 from veil.manifest.models import GenService, Mesh
 
 __all__ = ["register", "schema_of"]
@@ -32,7 +32,7 @@ def schema(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        atomic_write_text(output, text)
+        write_output(output, text, option="--output")
 
 
 def register(app: typer.Typer) -> None:
