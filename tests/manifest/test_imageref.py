@@ -71,3 +71,14 @@ def test_mesh_service_images(tmp_path: Path) -> None:
 def test_parse_reference_says_why() -> None:
     with pytest.raises(UserError, match="lower-case"):
         parse_reference("127.0.0.1:5000/UP/x:1")
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/etc", "a b", ".", "..", "a/b", ""])
+def test_build_name_stays_one_folder_below_the_target(tmp_path: Path, name: str) -> None:
+    f = tmp_path / "service.yaml"
+    f.write_text(SERVICE.format(to="reg.example/a:1").replace("name: demo", f"name: '{name}'"))
+    with pytest.raises(ManifestError) as info:
+        load_document(f)
+    [p] = info.value.problems
+    assert (p.path, p.line) == ("build.name", 4)
+    assert any(w in (p.allowed or "") for w in ("letters, digits", "non-empty"))

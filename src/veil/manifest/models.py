@@ -138,8 +138,12 @@ class Signature(_Model):
     key: str | None = None
 
 
+# `build.name` names the folder `target/<name>/`: one path segment, no `..`, no spaces.
+BUILD_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
 class Build(_Model):
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1, pattern=BUILD_NAME_RE)]
     kind: Literal["python"] = "python"
     to: Annotated[str, Field(min_length=1)]
     pwd: str = "/app"

@@ -132,6 +132,9 @@ def describe_error(cls: type[BaseModel], path: Sequence[str | int],
     if kind == "string_too_short":
         return "must not be empty", "a non-empty string", False
     if kind == "string_pattern_mismatch":
+        if path and path[-2:] == ("build", "name"):
+            return ("not a usable name: it names the folder target/<name>/",
+                    "letters, digits, _ . - (starting with a letter or digit, at most 128)", False)
         return "value does not match the expected form", f"pattern {ctx.get('pattern')}", False
     if kind in ("greater_than", "less_than_equal", "greater_than_equal", "less_than"):
         return err["msg"].lower(), None, False
