@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from veil.cli import main
+from veil.cli.apply import release_name
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -97,3 +98,16 @@ def test_output_the_file_system_refuses(capsys: pytest.CaptureFixture[str]) -> N
     code, text = run(capsys, "schema", "mesh", "-o", "/proc/veil-schema.json")
     assert code == 1
     assert "cannot write /proc/veil-schema.json" in text and "Traceback" not in text
+
+
+def test_release_name_helm_would_refuse(capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run(capsys, "apply", "-f", "mesh.yaml", "--release", "My_Release")
+    assert code == 2 and "not a Helm release name" in text
+
+
+@pytest.mark.parametrize(("namespace", "release"), [
+    ("myUniqueNamespace", "myuniquenamespace"), ("my_ns-1.x", "my-ns-1.x"), ("__", "veil"),
+    ("x" * 80, "x" * 53),
+])
+def test_default_release_is_a_helm_release_name(namespace: str, release: str) -> None:
+    assert release_name(namespace) == release

@@ -6,6 +6,7 @@ variable its services declare, for the seeds' patch workflow.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def apply(
     output: Output = typer.Option("helm_chart", "--output", help="helm_chart or yaml."),
 ) -> None:
     """Apply a service manifest or a mesh (dispatching on `kind`)."""
+    if release is not None and not (len(release) <= 53 and _RELEASE_RE.fullmatch(release)):
+        raise UserError(f"--release {release!r} is not a Helm release name",
+                        hint="lower-case letters, digits, - and . ; at most 53 characters")
     options = ApplyOptions(dry_run=dry_run, mode=mode, target=target, push=not no_push,
                            verbose=state.verbose, release=release, output=output)
     text = read_manifest(file)
@@ -69,6 +73,17 @@ def apply(
     if out is not None:
         raise UserError("--file names the output of --print-defaults; add --print-defaults")
     _apply_mesh(doc, options)
+
+
+# Helm's rule for release names (a DNS subdomain of at most 53 characters)
+_RELEASE_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def release_name(namespace: str) -> str:
+    """The default release: the namespace in the form Helm accepts (`my_App` → `my-app`)."""
+    name = re.sub(r"[^a-z0-9.-]+", "-", namespace.lower())
+    name = re.sub(r"-*\.-*", ".", name).strip(".-")[:53].strip(".-")
+    return name or "veil"
 
 
 def _apply_mesh(doc: Loaded, options: ApplyOptions) -> None:
@@ -118,7 +133,7 @@ def _show_plan(doc: Loaded, resolved: ResolvedMesh, options: ApplyOptions) -> No
             env.add_row(row.name, row.value, row.origin, "yes" if row.program else "no")
         out.print(env)
     where = options.target / ("helm" if options.output == "helm_chart" else "manifests")
-    release = options.release or mesh.policy.namespace.lower()
+    release = options.release or release_name(mesh.policy.namespace)
     out.print(f"would upload {len(resolved.services)} session(s) to CAS {cas_name} "
               f"({cas_url}):", soft_wrap=True)
     for s in resolved.services.values():

@@ -171,8 +171,32 @@ def _check_genservice(loaded: Loaded, col: ProblemCollector) -> None:
                                             allowed=allowed)])
 
 
+# Names that become part of CAS session names and config ids (`namespace/session/service`):
+# the rule CAS applies to them, so that a mesh that validates here is accepted there.
+_SESSION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+_SESSION_NAME_ALLOWED = ("letters, digits, _ . - (starting with a letter, digit or _; "
+                         "no / or spaces)")
+
+
+def _check_session_names(loaded: Loaded, col: ProblemCollector) -> None:
+    tree = loaded.tree
+    found: list[tuple[tuple[str | int, ...], Any, str]] = []
+    policy = tree.get("policy")
+    if isinstance(policy, dict):
+        found.append((("policy", "namespace"), policy.get("namespace"), "namespace"))
+    found += [(("services", i, "name"), item.get("name"), "service name")
+              for i, item in _items(tree, "services")]
+    for path, value, what in found:
+        if isinstance(value, str) and value and not shell_vars(value) \
+                and not _SESSION_NAME.fullmatch(value):
+            col.extend([loaded.positions.problem(
+                f"not a usable {what}: it becomes part of CAS session names", path,
+                value=value, allowed=_SESSION_NAME_ALLOWED)])
+
+
 def _check_mesh(loaded: Loaded, col: ProblemCollector) -> None:
     pos, tree = loaded.positions, loaded.tree
+    _check_session_names(loaded, col)
     services = _names(tree, "services")
     _duplicates(pos, col, services, "service name")
     _duplicates(pos, col, _names(tree, "cas"), "CAS name")
