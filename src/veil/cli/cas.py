@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from veil.cas.state import CasFiles, default_state_dir
 from veil.cli._app import state
 from veil.errors import UserError
+
+if TYPE_CHECKING:
+    from veil.cas.state import CasFiles
 
 cas_app = typer.Typer(
     help="Run CAS, the Configuration and Attestation Service.", no_args_is_help=True
@@ -31,6 +34,8 @@ Db = typer.Option(
 
 
 def _files(state_dir: Path | None) -> CasFiles:
+    from veil.cas.state import CasFiles, default_state_dir  # cryptography: load when used
+
     return CasFiles(state_dir or default_state_dir())
 
 
