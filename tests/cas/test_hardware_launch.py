@@ -26,9 +26,9 @@ from tests.cas.conftest import CasServer, start_cas
 from tests.cas.helpers import session
 from tests.cas.snp_roots import make_test_amd, signed_report, vcek_der
 from tests.runtime.fake_tsm import ARK_GUID, VCEK_GUID, cert_table, fake_tsm
+from tests.runtime.image_root import make_image_root
 from veil.cas.state import init_state
 from veil.runtime.launcher import LaunchError, provision
-from veil.runtime.measure import PLAN_PATH, MeasurementPlan, measure
 
 pytestmark = pytest.mark.integration
 
@@ -63,13 +63,7 @@ def test_root_cas(
 
 @pytest.fixture
 def image(tmp_path: Path) -> tuple[Path, str]:
-    root = tmp_path / "root"
-    (root / "app").mkdir(parents=True)
-    (root / "app/main.py").write_text("print('hi')\n")
-    plan = MeasurementPlan(roots=["/app"], command="python3 main.py", pwd="/app", local_env={})
-    (root / PLAN_PATH.lstrip("/")).parent.mkdir(parents=True)
-    (root / PLAN_PATH.lstrip("/")).write_text(plan.to_json())
-    return root, measure(str(root), plan)
+    return make_image_root(tmp_path)
 
 
 def _create(server: CasServer, tmp_path: Path, measurement: str, platforms: dict[str, Any]) -> str:

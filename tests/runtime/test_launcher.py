@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.runtime.image_root import make_image_root
 from veil.runtime.der import DerError, spki_from_certificate
 from veil.runtime.launcher import LaunchError, Provisioned, program_env, provision, write_files
-from veil.runtime.measure import PLAN_PATH, MeasurementPlan, measure
+from veil.runtime.measure import MeasurementPlan
 
 
 def cert_and_key(tmp: Path) -> tuple[Path, Path, str]:
@@ -90,13 +91,7 @@ class FakeCas:
 
 @pytest.fixture
 def image_root(tmp_path: Path) -> tuple[Path, str]:
-    root = tmp_path / "root"
-    (root / "app").mkdir(parents=True)
-    (root / "app/main.py").write_text("print('hi')\n")
-    plan = MeasurementPlan(roots=["/app"], command="python3 main.py", pwd="/app", local_env={})
-    (root / PLAN_PATH.lstrip("/")).parent.mkdir(parents=True)
-    (root / PLAN_PATH.lstrip("/")).write_text(plan.to_json())
-    return root, measure(str(root), plan)
+    return make_image_root(tmp_path)
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.fake_tsm import ARK_GUID, VCEK_GUID, VLEK_GUID, cert_table, fake_tsm
+from tests.runtime.image_root import make_image_root
 from tests.runtime.test_launcher import FakeCas, env_for
 from veil.runtime.launcher import LaunchError, choose_platform, provision
-from veil.runtime.measure import PLAN_PATH, MeasurementPlan, measure
 from veil.runtime.tsm import (
     SNP_REPORT_SIZE,
     TsmError,
@@ -29,13 +29,7 @@ from veil.runtime.tsm import (
 
 @pytest.fixture
 def image(tmp_path: Path) -> tuple[Path, str]:
-    root = tmp_path / "root"
-    (root / "app").mkdir(parents=True)
-    (root / "app/main.py").write_text("print('hi')\n")
-    plan = MeasurementPlan(roots=["/app"], command="python3 main.py", pwd="/app", local_env={})
-    (root / PLAN_PATH.lstrip("/")).parent.mkdir(parents=True)
-    (root / PLAN_PATH.lstrip("/")).write_text(plan.to_json())
-    return root, measure(str(root), plan)
+    return make_image_root(tmp_path)
 
 
 @pytest.fixture
