@@ -25,6 +25,13 @@ StateDir = typer.Option(
     envvar="VEIL_CAS_DIR",
     help="Where CAS keeps its keys and (by default) its SQLite database. Default: $VEIL_HOME/cas.",
 )
+PinFile = typer.Option(
+    None,
+    "--pkcs11-pin-file",
+    envvar="VEIL_CAS_PKCS11_PIN_FILE",
+    help="File holding the token's user PIN (or set VEIL_CAS_PKCS11_PIN). Never give the PIN "
+    "itself as an argument.",
+)
 Db = typer.Option(
     None,
     "--db",
@@ -49,12 +56,41 @@ def init(
         None, "--addr", help="Also save HOST:PORT as the CAS this machine's `veil` talks to."
     ),
     force: bool = typer.Option(False, "--force", help="Make new keys even if some exist."),
+    pkcs11_module: Path | None = typer.Option(
+        None,
+        "--pkcs11-module",
+        help="PKCS#11 library (e.g. libsofthsm2.so): seal the master key in a token instead "
+        "of keeping it in a file.",
+    ),
+    pkcs11_token: str | None = typer.Option(
+        None, "--pkcs11-token", help="Label of the PKCS#11 token (with --pkcs11-module)."
+    ),
+    pkcs11_key_label: str = typer.Option(
+        "veil-cas-master", "--pkcs11-key-label", help="Label of the AES key in the token."
+    ),
+    pin_file: Path | None = PinFile,
 ) -> None:
     """Make the CAS key, certificate, client CA and master key; print the public key to pin."""
     from veil.cas.client import save_client_config
+    from veil.cas.keystore import Pkcs11Config, read_pin
     from veil.cas.state import init_state
 
-    files = init_state((state_dir or _files(None).root), host, force=force)
+    config = None
+    pin = None
+    if (pkcs11_module is None) != (pkcs11_token is None):
+        raise UserError("--pkcs11-module and --pkcs11-token go together")
+    if pkcs11_module is not None and pkcs11_token is not None:
+        if not pkcs11_module.is_file():
+            raise UserError(f"--pkcs11-module {pkcs11_module}: no such file")
+        config = Pkcs11Config(
+            module=str(pkcs11_module.resolve()),
+            token=pkcs11_token,
+            key_label=pkcs11_key_label,
+            pin_file=str(pin_file.resolve()) if pin_file is not None else None,
+        )
+        pin = read_pin(config, pin_file)
+    root = state_dir or _files(None).root
+    files = init_state(root, host, force=force, pkcs11=config, pin=pin)
     key = files.public_key_b64()
     path = save_client_config(addr, key)
     state.info(f"CAS state in {files.root}; client config in {path}")
@@ -77,13 +113,24 @@ def serve(
     listen: str = typer.Option("127.0.0.1:8081", "--listen", help="HOST:PORT to serve on."),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="uvicorn worker processes."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+    pin_file: Path | None = PinFile,
 ) -> None:
     """Serve CAS over TLS (FastAPI on uvicorn) until interrupted."""
+    import os
+
+    from veil.cas.keystore import PIN_FILE_ENV
     from veil.cas.server import serve as run
+    from veil.cas.state import load_keyring
 
     files = _files(state_dir)
     if not files.exists():
         raise UserError(f"no CAS state in {files.root}", hint="run `veil cas init` first")
+    if files.uses_pkcs11():
+        if pin_file is not None:  # the workers read the PIN file's path, never the PIN
+            os.environ[PIN_FILE_ENV] = str(pin_file.resolve())
+        # open the token here: a wrong PIN or a missing token is one clear error, not a
+        # traceback in every worker
+        load_keyring(files, pin_file)
     state.info(f"CAS serving on https://{listen} (key {files.public_key_b64()[:24]}...)")
     run(files, db, listen, workers=workers, log_level=log_level)
 

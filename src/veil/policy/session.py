@@ -165,6 +165,8 @@ class SecretDef(_Model):
     )
     export: list[ExportTarget] = Field(default_factory=list)
     import_: SecretImport | None = Field(default=None, alias="import")
+    # generated from the randomness of CAS's PKCS#11 token (see the CAS docs)
+    external: bool | None = None  # None (absent) keeps hashes of older documents unchanged
 
     @field_validator("key_type", mode="before")
     @classmethod
