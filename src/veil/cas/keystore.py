@@ -125,7 +125,13 @@ class Pkcs11Store:
     def __init__(self, config: Pkcs11Config, pin: str, *, create: bool = False) -> None:
         pkcs11 = _pkcs11()
         from pkcs11 import Attribute, KeyType, ObjectClass
-        from pkcs11.exceptions import NoSuchKey, NoSuchToken, PinIncorrect, PKCS11Error
+        from pkcs11.exceptions import (
+            NoSuchKey,
+            NoSuchToken,
+            PinIncorrect,
+            PKCS11Error,
+            UserAlreadyLoggedIn,
+        )
 
         self.config = config
         self._lock = threading.Lock()  # a PKCS#11 session serves one call at a time
@@ -146,6 +152,10 @@ class Pkcs11Store:
             self._session = token.open(user_pin=pin, rw=create)
         except PinIncorrect:
             raise OperationalError(f"wrong PIN for {where}") from None
+        except UserAlreadyLoggedIn:
+            # a login belongs to the process, not the session (`veil cas serve` checks the
+            # PIN before uvicorn builds the app in the same process): join it
+            self._session = token.open(rw=create)
         except PKCS11Error as err:
             # the exception text could only come from the module, but say nothing PIN-shaped
             raise OperationalError(f"cannot log in to {where}: {type(err).__name__}") from None

@@ -4,6 +4,11 @@ A secret's material is the raw bytes (ascii, binary, explicit), a private key, o
 with its key and issuing chain. It is serialized to JSON and sealed with AES-256-GCM; the
 additional data binds the ciphertext to `namespace/session/name`, so a sealed value copied to
 another row does not open.
+
+An `external` secret takes its randomness from CAS's PKCS#11 token (`rng`) instead of the
+operating system: random text and bytes come straight from the token's generator, EC and Ed25519
+keys are made from a private scalar it drew. The value is then sealed like any other — it has to
+reach the program, so it cannot stay in the token.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import os
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +34,16 @@ from cryptography.x509.oid import NameOID
 
 from veil.policy.session import SecretDef
 
-__all__ = ["Material", "fingerprint", "generate", "open_sealed", "seal"]
+__all__ = ["EXTERNAL_KINDS", "Material", "external_problem", "fingerprint", "generate"]
+__all__ += ["open_sealed", "seal"]
+
+Rng = Callable[[int], bytes]
+EXTERNAL_KINDS = ("ascii", "binary", "private-key", "x509", "x509-ca")
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "EC": ec.SECP256R1(),
+    "P-256": ec.SECP256R1(),
+    "P-384": ec.SECP384R1(),
+}
 
 DEFAULT_ASCII_SIZE = 20
 DEFAULT_BINARY_SIZE = 32
@@ -87,7 +102,49 @@ def fingerprint(fp_key: bytes, definition: SecretDef, dependencies: list[str]) -
     return hmac.new(fp_key, blob, hashlib.sha256).hexdigest()
 
 
-def _new_key(d: SecretDef) -> Any:
+def external_problem(d: SecretDef) -> str | None:
+    """Why `d` cannot be generated from the token's randomness (None: it can)."""
+    kind = d.kind or "explicit"
+    if d.import_ is not None or kind not in EXTERNAL_KINDS:
+        allowed = ", ".join(EXTERNAL_KINDS)
+        return f"secret {d.name!r}: an external secret is generated, one of {allowed}"
+    makes_key = kind not in ("ascii", "binary") and d.private_key is None
+    if makes_key and (d.key_type or "EC") not in (*_CURVES, "Ed25519"):
+        return f"secret {d.name!r}: external keys are EC (P-256, P-384) or Ed25519, not RSA"
+    return None
+
+
+def _below(rng: Rng, n: int) -> int:
+    """A uniform integer in [0, n) from the token's bytes (rejection sampling, no bias)."""
+    size = (n.bit_length() + 7) // 8
+    mask = (1 << n.bit_length()) - 1
+    while True:
+        v = int.from_bytes(rng(size), "big") & mask
+        if v < n:
+            return v
+
+
+_ORDERS = {
+    "secp256r1": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "secp384r1": int(
+        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
+        "581A0DB248B0A77AECEC196ACCC52973",
+        16,
+    ),
+}
+
+
+def _token_key(d: SecretDef, rng: Rng) -> Any:
+    kt = d.key_type or "EC"
+    if kt == "Ed25519":
+        return ed25519.Ed25519PrivateKey.from_private_bytes(rng(32))
+    curve = _CURVES[kt]
+    return ec.derive_private_key(1 + _below(rng, _ORDERS[curve.name] - 1), curve)
+
+
+def _new_key(d: SecretDef, rng: Rng | None = None) -> Any:
+    if rng is not None and d.external:
+        return _token_key(d, rng)
     kt = d.key_type or "EC"
     if kt in ("EC", "P-256"):
         return ec.generate_private_key(ec.SECP256R1())
@@ -147,25 +204,32 @@ def _certificate(
     return cert.public_bytes(serialization.Encoding.PEM), chain
 
 
-def generate(d: SecretDef, resolved: dict[str, Material]) -> Material:
-    """Make the material of one secret; `resolved` holds the secrets it depends on."""
+def generate(d: SecretDef, resolved: dict[str, Material], rng: Rng | None = None) -> Material:
+    """Make the material of one secret; `resolved` holds the secrets it depends on. `rng` is
+    the token's generator, used for an `external` secret (the caller checked it is set)."""
     kind = d.kind or "explicit"
+    token = rng if d.external else None
     if kind == "explicit":
         return Material(kind, raw=(d.value or "").encode())
     if kind == "ascii":
         charset = d.charset or DEFAULT_CHARSET
         size = d.size or DEFAULT_ASCII_SIZE
-        return Material(kind, raw="".join(secrets.choice(charset) for _ in range(size)).encode())
+        if token is not None:
+            text = "".join(charset[_below(token, len(charset))] for _ in range(size))
+        else:
+            text = "".join(secrets.choice(charset) for _ in range(size))
+        return Material(kind, raw=text.encode())
     if kind == "binary":
-        return Material(kind, raw=secrets.token_bytes(d.size or DEFAULT_BINARY_SIZE))
+        size = d.size or DEFAULT_BINARY_SIZE
+        return Material(kind, raw=token(size) if token else secrets.token_bytes(size))
     if kind == "private-key":
-        return Material(kind, key_pem=_pem(_new_key(d)))
+        return Material(kind, key_pem=_pem(_new_key(d, token)))
     # x509 and x509-ca
     if d.private_key is not None:
         key_pem = resolved[d.private_key].key_pem
         key: Any = serialization.load_pem_private_key(key_pem, password=None)
     else:
-        key = _new_key(d)
+        key = _new_key(d, token)
         key_pem = _pem(key)
     issuer = resolved[d.issuer] if d.issuer is not None else None
     cert_pem, chain = _certificate(d, key, issuer, is_ca=kind == "x509-ca")

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from veil.cas import audit
 from veil.cas.core import Cas, Head, Refusal, allowed, now_iso
-from veil.cas.secrets import Material, fingerprint, generate, seal
+from veil.cas.secrets import Material, external_problem, fingerprint, generate, seal
 from veil.cas.store import namespaces, secrets_t, session_heads, session_versions
 from veil.policy.session import SecretDef, SessionDoc, session_hash
 
@@ -57,6 +57,16 @@ def _plan_secrets(
     cas: Cas, namespace: str, doc: SessionDoc
 ) -> tuple[dict[str, tuple[str, str, bytes]], set[str]]:
     """(name → (kind, fingerprint, sealed)) for secrets to write, and names to delete."""
+    for s in doc.secrets:
+        if s.external:
+            reason = external_problem(s)
+            if reason is None and cas.keys.random is None:
+                reason = (
+                    f"secret {s.name!r} is external, but this CAS has no PKCS#11 token "
+                    "(veil cas init --pkcs11-module ... --pkcs11-token ...)"
+                )
+            if reason is not None:
+                raise Refusal(422, reason)
     with cas.r.connect() as conn:
         stored = {
             r.name: r.fingerprint
@@ -77,7 +87,7 @@ def _plan_secrets(
         if stored.get(s.name) == fp and s.name in existing:
             resolved[s.name] = existing[s.name]
             continue
-        m = generate(s, resolved)
+        m = generate(s, resolved, cas.keys.random)
         resolved[s.name] = m
         place = f"{namespace}/{doc.name}/{s.name}"
         writes[s.name] = (m.kind, fp, seal(cas.keys.seal, place, m))
