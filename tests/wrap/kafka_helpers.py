@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.conftest import free_port
 from veil.wrap import prepare_context
@@ -28,6 +28,8 @@ def predict(payload):
         raise ValueError("asked to fail")
     if DELAY:
         time.sleep(DELAY)
+    if payload.get("big"):
+        return {"y": "x" * payload["big"]}
     return {"y": payload["x"] * 2}
 '''
 
@@ -121,6 +123,17 @@ class Reader:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int = 2) -> list[int]:
+    """The group's committed offset per partition of `topic` (negative: nothing committed)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "enable.auto.commit": False})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=15)
+        return [tp.offset for tp in tps]
+    finally:
+        c.close()
 
 
 def good(i: int) -> tuple[bytes, bytes]:

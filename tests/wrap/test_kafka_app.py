@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.wrap.kafka_helpers import Reader, good, produce, start_wrapper, wrapped_kafka_context
+from tests.wrap.conftest import create_topics
+from tests.wrap.kafka_helpers import (
+    Reader,
+    committed,
+    good,
+    produce,
+    start_wrapper,
+    wrapped_kafka_context,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -163,4 +171,88 @@ def test_a_member_joining_mid_stream_takes_over_without_redoing_work(
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
                 assert _stop(proc) == 0
+        reader.close()
+
+
+def _log_lines(log: Path) -> list[dict[str, object]]:
+    return [json.loads(ln) for ln in log.read_text().splitlines() if ln.startswith("{")]
+
+
+def test_a_result_too_large_is_a_dead_letter_and_the_stream_goes_on(
+    kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    ctx = wrapped_kafka_context(tmp_path)
+    big = json.dumps({"x": 0, "big": 50_000}).encode()  # its result: about 50 kB
+    items = [good(i) for i in range(50)] + [(b"big", big)] + [good(i) for i in range(50, 100)]
+    produce(kafka_bootstrap, topics["in"], items)
+    reader = Reader(kafka_bootstrap, topics["out"], topics["dlq"])
+    log = tmp_path / "wrapper.log"
+    proc, health = start_wrapper(ctx, kafka_bootstrap, topics, log,
+                                 KAFKA_MESSAGE_MAX_BYTES="10000")
+    try:
+        _wait_ready(health, proc, log)
+        assert reader.wait_for(101, 60) == 101, log.read_text()[-3000:]
+        dlq = [r for r in reader.records if r["topic"] == topics["dlq"]]
+        assert [r["key"] for r in dlq] == [b"big"]
+        assert dlq[0]["value"] == big  # the input, unchanged: it can be replayed
+        assert dlq[0]["headers"]["veil.error.type"] == b"result_too_large"
+        assert dlq[0]["headers"]["veil.error.message"] == (
+            b"result of 50009 bytes exceeds KAFKA_MESSAGE_MAX_BYTES=10000")
+        out = {r["key"] for r in reader.records if r["topic"] == topics["out"]}
+        assert out == {str(i).encode() for i in range(100)}
+        _, metrics = _get(health, "/metrics")
+        assert 'veil_kafka_errors_total{cause="result_too_large"} 1.0' in metrics
+        assert 'veil_kafka_messages_total{outcome="ok"} 100.0' in metrics
+        assert _get(health, "/health") == (200, '{"status": "ok"}')
+        assert _stop(proc) == 0
+        # The dead-lettered message counts as handled: its offset is committed with the rest.
+        assert sum(committed(kafka_bootstrap, topics["group"], topics["in"])) == 101
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+        reader.close()
+
+
+def test_a_result_that_cannot_be_delivered_stops_the_runner_without_committing(
+    kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    ctx = wrapped_kafka_context(tmp_path)
+    n = 100
+    produce(kafka_bootstrap, topics["in"], [good(i) for i in range(n)])
+    # An output topic that does not exist and may not be created: no result is ever
+    # acknowledged, and after KAFKA_MESSAGE_TIMEOUT_MS the producer gives each one up.
+    missing = dict(topics, out=f"missing-{topics['out']}")
+    log = tmp_path / "wrapper.log"
+    proc, _ = start_wrapper(ctx, kafka_bootstrap, missing, log,
+                            KAFKA_ALLOW_AUTO_CREATE_TOPICS="false",
+                            KAFKA_MESSAGE_TIMEOUT_MS="2000")
+    try:
+        assert proc.wait(60) == 1, log.read_text()[-3000:]
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        raise AssertionError("the runner kept going: " + log.read_text()[-3000:]) from None
+    lines = _log_lines(log)
+    failed = [ln for ln in lines
+              if ln["msg"] == "a result could not be delivered; stopping without committing it"]
+    assert len(failed) == 1, lines
+    assert failed[0]["level"] == "ERROR"
+    assert failed[0]["error"] == (
+        f"Local: Message timed out (_MSG_TIMED_OUT, topic {missing['out']})")
+    assert any(ln["msg"] == "stopped" and ln["exit_code"] == 1 for ln in lines)
+    assert all(offset < 0 for offset in committed(kafka_bootstrap, topics["group"], topics["in"]))
+
+    # At-least-once: once the topic exists, a restarted member of the group does them all.
+    create_topics(kafka_bootstrap, missing["out"])
+    reader = Reader(kafka_bootstrap, missing["out"])
+    proc, _ = start_wrapper(ctx, kafka_bootstrap, missing, log)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(reader.keys()) < n:
+            time.sleep(0.2)
+        assert reader.keys() == {str(i).encode() for i in range(n)}, log.read_text()[-3000:]
+        assert _stop(proc) == 0
+        assert sum(committed(kafka_bootstrap, topics["group"], topics["in"])) == n
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
         reader.close()

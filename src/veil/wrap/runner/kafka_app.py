@@ -8,8 +8,15 @@ re-delivers, never loses. SIGTERM stops consuming, waits for every delivery, com
 the group.
 
 A dead letter is the input message unchanged (key, value, headers) plus headers
-`veil.error.type` (bad_json, exception, bad_result), `veil.error.message`, `veil.source.topic`,
-`veil.source.partition`, `veil.source.offset`.
+`veil.error.type` (bad_json, exception, bad_result, result_too_large), `veil.error.message`,
+`veil.source.topic`, `veil.source.partition`, `veil.source.offset`.
+
+Two kinds of produce failure, two answers. A result larger than KAFKA_MESSAGE_MAX_BYTES is a
+property of that one message: the producer refuses it at once, and it becomes a dead letter like
+a result that is not JSON. Every other refusal (a timeout, a missing topic, a broker that says no
+in its acknowledgement) says nothing about the message and would hit the next one too: the runner
+stops with exit code 1 and commits nothing handled since the last acknowledged point, so a
+restarted member processes those messages again.
 """
 
 from __future__ import annotations
@@ -24,7 +31,14 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -149,6 +163,9 @@ class Runner:
         })
         self.producer = Producer({
             **base, "acks": "all", "linger.ms": 2,
+            "message.max.bytes": cfg["KAFKA_MESSAGE_MAX_BYTES"],
+            "message.timeout.ms": cfg["KAFKA_MESSAGE_TIMEOUT_MS"],
+            "allow.auto.create.topics": cfg["KAFKA_ALLOW_AUTO_CREATE_TOPICS"],
             "delivery.report.only.error": True, "on_delivery": self._delivery_failed,
         })
         self.output = str(cfg["KAFKA_OUTPUT_TOPIC"])
@@ -156,7 +173,16 @@ class Runner:
 
     def _delivery_failed(self, err: Any, msg: Any) -> None:
         if err is not None and self.failure is None:
-            self.failure = f"{err} (topic {msg.topic()})"
+            self.failure = f"{err.str()} ({err.name()}, topic {msg.topic()})"
+
+    def _refused(self, err: KafkaException, topic: str) -> DeliveryFailed:
+        """A produce call the producer refused for good: nothing after the last safe point may
+        be committed, so the failure is recorded before the loop unwinds."""
+        kerr = err.args[0] if err.args and isinstance(err.args[0], KafkaError) else None
+        what = f"{kerr.str()} ({kerr.name()})" if kerr is not None else str(err)
+        if self.failure is None:
+            self.failure = f"{what}, topic {topic}"
+        return DeliveryFailed(self.failure)
 
     # -- offsets ----------------------------------------------------------------------------
     def settle(self, *, wait: bool = False) -> None:
@@ -194,6 +220,8 @@ class Runner:
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Results of revoked partitions must be delivered and committed before another member
         # takes them over, or it would redo work we already did (allowed, but avoidable).
+        if self.failure is not None:
+            return  # already stopping: nothing may be committed, and it was logged once
         try:
             self.drain()
         except DeliveryFailed as err:
@@ -220,7 +248,25 @@ class Runner:
             ("veil.source.offset", str(msg.offset()).encode()),
         ]
         self.metrics.errors.labels(cause).inc()
-        self._produce(self.dlq_topic, msg.value(), msg.key(), headers)
+        try:
+            self._produce(self.dlq_topic, msg.value(), msg.key(), headers)
+        except KafkaException as err:
+            raise self._refused(err, self.dlq_topic) from None
+
+    def _produce_result(self, msg: Message, value: bytes) -> bool:
+        """The slow path of producing a result: after a full queue or a refusal. False when the
+        result became a dead letter."""
+        try:
+            self._produce(self.output, value, msg.key(), None)
+            return True
+        except KafkaException as err:
+            kerr = err.args[0] if err.args and isinstance(err.args[0], KafkaError) else None
+            if kerr is None or kerr.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                raise self._refused(err, self.output) from None
+        limit = self.cfg["KAFKA_MESSAGE_MAX_BYTES"]
+        self._dead_letter(msg, "result_too_large",
+                          f"result of {len(value)} bytes exceeds KAFKA_MESSAGE_MAX_BYTES={limit}")
+        return False
 
     def handle(self, msgs: list[Message]) -> None:
         predict = self.model.predict
@@ -256,8 +302,10 @@ class Runner:
                 continue
             try:
                 produce(output, value, msg.key())
-            except BufferError:
-                self._produce(output, value, msg.key(), None)
+            except (BufferError, KafkaException):
+                if not self._produce_result(msg, value):
+                    dead += 1
+                    continue
             ok += 1
         # Offsets only after every message of the batch was handed to the producer; a batch's
         # messages of one partition come in order, so the last one per partition is enough.

@@ -70,6 +70,13 @@ KAFKA_ENV: tuple[EnvVar, ...] = (
     EnvVar("KAFKA_HEARTBEAT_INTERVAL_MS", "1000", "Consumer group heartbeat interval.", "int"),
     EnvVar("KAFKA_BATCH_SIZE", "500", "Messages taken from the consumer per batch.", "int"),
     EnvVar("KAFKA_MAX_IN_FLIGHT_BATCHES", "8", "Batches produced but not yet committed.", "int"),
+    EnvVar("KAFKA_MESSAGE_MAX_BYTES", "1000000",
+           "Largest result produced; a larger one goes to the dead-letter topic.", "int"),
+    EnvVar("KAFKA_MESSAGE_TIMEOUT_MS", "300000",
+           "How long a result may wait for the broker's acknowledgement before the runner "
+           "stops (exit 1) without committing it.", "int"),
+    EnvVar("KAFKA_ALLOW_AUTO_CREATE_TOPICS", "true",
+           "Let the broker create a missing output or dead-letter topic on first use.", "bool"),
     EnvVar("KAFKA_SECURITY_PROTOCOL", "plaintext", "plaintext, ssl, sasl_plaintext or sasl_ssl."),
     EnvVar("KAFKA_SSL_CA_LOCATION", "", "CA bundle that signs the brokers' certificates (ssl)."),
     EnvVar("KAFKA_SASL_MECHANISM", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (sasl_*)."),
