@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from veil.errors import VeilError
+from veil.errors import ManifestError, VeilError
 from veil.manifest.description import ServiceDescription
 from veil.manifest.load import load_document, plain
+from veil.manifest.problems import INTERNAL_PREFIXES
 from veil.resolve.defaults import print_defaults
 from veil.resolve.env import resolve_mesh
 
@@ -39,6 +40,10 @@ trees = st.recursive(scalars, lambda inner: st.one_of(
 def _exercise(text: str) -> None:
     try:
         doc = load_document("fuzz.yaml", text)
+    except ManifestError as err:
+        # every message is in the user's words, none with pydantic's "Value error, " in front
+        assert not [p.message for p in err.problems if p.message.startswith(INTERNAL_PREFIXES)]
+        return
     except VeilError:
         return
     if doc.kind == "mesh":

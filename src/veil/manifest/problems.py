@@ -9,7 +9,11 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-__all__ = ["describe_error", "field_names", "model_at"]
+__all__ = ["INTERNAL_PREFIXES", "clean_message", "describe_error", "field_names", "model_at"]
+
+# pydantic puts these before the text a validator raised (ValueError, assert); they name
+# pydantic's machinery, not anything in the user's file
+INTERNAL_PREFIXES = ("Value error, ", "Assertion failed, ")
 
 _TYPE_WORDS = {
     "string_type": "a string",
@@ -107,6 +111,15 @@ def _allowed_of_field(cls: type[BaseModel], path: Sequence[str | int]) -> str | 
     return " or ".join(dict.fromkeys(words)) or None
 
 
+def clean_message(msg: object) -> str:
+    """A pydantic error message without pydantic's internal prefix."""
+    text = str(msg)
+    for prefix in INTERNAL_PREFIXES:
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
 def describe_error(cls: type[BaseModel], path: Sequence[str | int],
                    err: Any) -> tuple[str, str | None, bool]:
     """(message, allowed, point-at-key) for one pydantic error at the cleaned `path`."""
@@ -143,11 +156,11 @@ def describe_error(cls: type[BaseModel], path: Sequence[str | int],
     if kind in _TYPE_WORDS:
         return f"expected {_TYPE_WORDS[kind]}", _allowed_of_field(cls, path), False
     if kind == "value_error":
-        msg = str(err["msg"]).removeprefix("Value error, ")
+        msg = clean_message(err["msg"])
         allowed = None
         if path and path[-1] == "apiVersion":
             allowed = "scone/X.Y[.Z] with X.Y >= 5.8, e.g. scone/5.8"
         return msg, allowed, False
     if kind == "union_tag_invalid":
         return "unrecognised item", _allowed_of_field(cls, path), False
-    return str(err["msg"]), _allowed_of_field(cls, path), False
+    return clean_message(err["msg"]), _allowed_of_field(cls, path), False

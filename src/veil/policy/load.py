@@ -10,6 +10,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from veil.errors import ManifestError, Problem, ProblemCollector
+from veil.manifest.problems import clean_message
 from veil.policy.session import SessionDoc
 
 __all__ = ["load_session", "session_from_data"]
@@ -62,7 +63,7 @@ def session_from_data(data: Any, file: str = "<input>", tree: Any = None) -> Ses
             # contents are the configuration only an attested program sees: never echo them
             secretish = (loc[:1] == ("secrets",)) or any(p in _CONFIDENTIAL for p in loc)
             problems.add(
-                e["msg"],
+                clean_message(e["msg"]),
                 path=_path(loc),
                 line=line,
                 column=col,
