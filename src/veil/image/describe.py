@@ -22,7 +22,13 @@ def description_from_registry(image: str) -> ServiceDescription:
             f"{image} carries no service description (label {LABEL_KEY})",
             hint="build it with `veil apply -f service.yaml`",
         )
-    return ServiceDescription.from_json(text)
+    try:
+        return ServiceDescription.from_json(text)
+    except ValueError:  # malformed JSON or a description of another schema
+        raise OperationalError(
+            f"the service description label of {image} is malformed",
+            hint="rebuild the image with `veil apply -f service.yaml`",
+        ) from None
 
 
 def description_of(image: str, *, local_only: bool = False) -> ServiceDescription:

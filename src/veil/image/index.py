@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from veil.errors import OperationalError
 from veil.fsutil import atomic_write_text
 from veil.manifest.description import ServiceDescription
 from veil.paths import home_dir
@@ -47,20 +48,31 @@ class LocalIndex:
         p = self._path(image)
         if not p.exists():
             return None
-        doc = json.loads(p.read_text())
-        return IndexEntry(
-            image=doc["image"],
-            description=ServiceDescription.model_validate(doc["description"]),
-            digest=doc.get("digest"),
-            source=doc.get("source"),
-        )
+        try:
+            doc = json.loads(p.read_text())
+            return IndexEntry(
+                image=doc["image"],
+                description=ServiceDescription.model_validate(doc["description"]),
+                digest=doc.get("digest"),
+                source=doc.get("source"),
+            )
+        except (ValueError, KeyError, TypeError) as err:  # ValidationError is a ValueError
+            raise OperationalError(
+                f"the local index entry {p} for {image} is unreadable "
+                f"({type(err).__name__})",
+                hint="delete it and record the service again with `veil apply -f service.yaml`",
+            ) from None
 
     def all(self) -> list[IndexEntry]:
         if not self.root.exists():
             return []
         out = []
         for p in sorted(self.root.glob("*.json")):
-            e = self.get(json.loads(p.read_text())["image"])
+            try:
+                image = json.loads(p.read_text())["image"]
+            except (ValueError, KeyError, TypeError):
+                continue  # `get` of that image reports it; listing skips what it cannot name
+            e = self.get(image)
             if e is not None:
                 out.append(e)
         return out
