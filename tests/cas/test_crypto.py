@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from veil.cas.secrets import Material, fingerprint, generate, open_sealed, seal
 from veil.cas.substitute import UnknownReference, render, substitute
-from veil.policy.session import SecretDef
+from veil.session.model import SecretDef
 
 KEY = b"k" * 32
 

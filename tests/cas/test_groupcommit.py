@@ -22,7 +22,7 @@ from veil.cas.groupcommit import GroupCommit, Job
 from veil.cas.state import init_state, load_keyring
 from veil.cas.store import FileGate, make_engine, make_reader, used_nonces, write_gate
 from veil.cas.verifiers import Evidence
-from veil.policy.load import session_from_data
+from veil.session.load import session_from_data
 
 CID = "ns/hello/app"
 

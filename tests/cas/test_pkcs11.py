@@ -25,7 +25,7 @@ from veil.cas import keystore
 from veil.cas.secrets import generate
 from veil.cas.state import CasFiles, _derive, init_state
 from veil.errors import UserError
-from veil.policy.session import SecretDef
+from veil.session.model import SecretDef
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import pytest
 
 from tests.cas.helpers import session
 from veil.errors import ManifestError
-from veil.policy.load import load_session, session_from_data
-from veil.policy.session import SessionDoc, session_hash
+from veil.session.load import load_session, session_from_data
+from veil.session.model import SessionDoc, session_hash
 
 BAD = """\
 version: "0.3"

@@ -20,7 +20,7 @@ from tests.cas.helpers import M1, M2, Launcher, session
 from tests.cas.test_cli import veil
 from veil.cas.state import load_keyring
 from veil.errors import ManifestError
-from veil.policy.load import load_session, session_from_data
+from veil.session.load import load_session, session_from_data
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from veil.cas.verifiers import Claims, Evidence, Refused, judge, verifier_for
 from veil.cas.verifiers import quote as q
-from veil.policy.session import SessionDoc
+from veil.session.model import SessionDoc
 
 DATA = Path(__file__).parent / "data" / "attestation"
 QUOTES = ["tdx/tdx_quote_4.dat", "tdx/tdx_quote_5.dat", "tdx/tdx_quote_6.dat"]

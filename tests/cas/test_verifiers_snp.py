@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.cas.snp_roots import make_cert, make_test_amd, rename_issuer, signed_report
 from veil.cas.verifiers import Evidence, Refused, expected_report_data, judge, snp, verifier_for
-from veil.policy.session import SessionDoc
+from veil.session.model import SessionDoc
 
 DATA = Path(__file__).parent / "data" / "attestation" / "snp"
 MEASUREMENT_HEX = (

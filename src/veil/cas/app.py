@@ -26,7 +26,7 @@ from veil.cas.state import CasFiles, load_keyring
 from veil.cas.store import clients, make_engine, make_reader, write_gate
 from veil.cas.verifiers import Evidence
 from veil.errors import ManifestError
-from veil.policy.load import session_from_data
+from veil.session.load import session_from_data
 
 __all__ = ["app_from_env", "create_app"]
 

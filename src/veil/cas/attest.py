@@ -28,7 +28,7 @@ from veil.cas.secrets import Material
 from veil.cas.store import used_nonces
 from veil.cas.substitute import UnknownReference, substitute
 from veil.cas.verifiers import Claims, Evidence, Refused, judge, verifier_for
-from veil.policy.session import SessionDoc
+from veil.session.model import SessionDoc
 
 __all__ = [
     "KNOWN_TTL",

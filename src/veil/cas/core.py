@@ -18,7 +18,7 @@ from veil.cas.secrets import Material, open_sealed
 from veil.cas.state import Keyring
 from veil.cas.store import secrets_t, session_heads, session_versions
 from veil.cas.verifiers import Verifier
-from veil.policy.session import CREATOR, SessionDoc
+from veil.session.model import CREATOR, SessionDoc
 
 __all__ = ["Cas", "Head", "Refusal", "allowed", "now_iso"]
 

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import NameOID
 
-from veil.policy.session import SecretDef
+from veil.session.model import SecretDef
 
 __all__ = ["EXTERNAL_KINDS", "Material", "external_problem", "fingerprint", "generate"]
 __all__ += ["open_sealed", "seal"]

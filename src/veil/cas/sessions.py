@@ -20,7 +20,7 @@ from veil.cas import audit
 from veil.cas.core import Cas, Head, Refusal, allowed, now_iso
 from veil.cas.secrets import Material, external_problem, fingerprint, generate, seal
 from veil.cas.store import namespaces, secrets_t, session_heads, session_versions
-from veil.policy.session import SecretDef, SessionDoc, session_hash
+from veil.session.model import SecretDef, SessionDoc, session_hash
 
 __all__ = ["SessionInfo", "create", "history", "read", "update"]
 

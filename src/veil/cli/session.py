@@ -27,7 +27,7 @@ Namespace = typer.Option(..., "--namespace", "-n", envvar="VEIL_NAMESPACE", help
 
 
 def _load(file: Path) -> Any:
-    from veil.policy.load import load_session
+    from veil.session.load import load_session
 
     if str(file) == "-":
         import sys
@@ -144,7 +144,7 @@ def hash_(
     cas_key: str | None = CasKey,
 ) -> None:
     """Print a session's hash: of a file (-f), or of the current version on CAS (NAME)."""
-    from veil.policy.session import session_hash
+    from veil.session.model import session_hash
 
     if file is not None:
         state.console.print(session_hash(_load(file)))

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from veil.policy.session import AttestationPolicy, Service
+from veil.session.model import AttestationPolicy, Service
 
 __all__ = [
     "VERIFIERS",

@@ -11,7 +11,7 @@ from ruamel.yaml.error import YAMLError
 
 from veil.errors import ManifestError, Problem, ProblemCollector
 from veil.manifest.problems import clean_message
-from veil.policy.session import SessionDoc
+from veil.session.model import SessionDoc
 
 __all__ = ["load_session", "session_from_data"]
 
