@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(buildah podman runc catatonit skopeo umoci docker-registry debootstrap postgresql git wrk softhsm2)
+APT_PACKAGES=(buildah podman runc catatonit skopeo umoci docker-registry debootstrap postgresql git wrk softhsm2 chromium)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

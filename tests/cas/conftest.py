@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.postgres import postgres
 from veil.cas.client import CasClient
 from veil.cas.state import CasFiles, init_state
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -137,48 +135,6 @@ def bob(cas: CasServer, tmp_path: Path) -> Iterator[CasClient]:
         yield c
 
 
-def _postgres() -> Iterator[str]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip("PostgreSQL 15 is not installed (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="veil-pg-"))
-    os.chmod(root, 0o755)
-    data = root / "data"
-    shutil.chown(root, "postgres", "postgres")
-    port = free_port()
-
-    def as_pg(*args: str) -> None:
-        subprocess.run(
-            ["su", "postgres", "-c", " ".join(args)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            cwd=root,
-        )
-
-    as_pg(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
-    as_pg(
-        str(PG_BIN / "pg_ctl"),
-        "-D",
-        str(data),
-        "-w",
-        "-l",
-        str(root / "log"),
-        "-o",
-        f'"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=on"',
-        "start",
-    )
-    try:
-        as_pg(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "veil_cas")
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/veil_cas"
-    finally:
-        as_pg(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    url = os.environ.get("VEIL_TEST_PG_URL")
-    if url:
-        yield url
-        return
-    yield from _postgres()
+    yield from postgres("veil_cas")
