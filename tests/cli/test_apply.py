@@ -135,9 +135,15 @@ def test_print_defaults_stdout_and_file(hello_recorded: None, tmp_path: Path,
     assert code == 0 and (tmp_path / "mesh-2.yaml").read_text() == out
 
 
-def test_print_defaults_refuses_a_service_manifest(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "apply", "-f", str(HELLO / "service.yaml"), "--print-defaults")
-    assert code == 2 and "mesh" in err
+def test_print_defaults_of_a_service_manifest(capsys: pytest.CaptureFixture[str]) -> None:
+    """sconectl's `-p` on a service: its variables, which have a default, which must be set."""
+    code, out, err = run(capsys, "apply", "-f", str(HELLO / "service.yaml"), "-p")
+    assert code == 0, err
+    assert out.splitlines()[1:] == [
+        "env:", "  - service: global", "    env:", "      - name: API_USER",
+        "        value: null  # required: no default",
+        "# fixed by the service (local), not settable by a mesh: SCONE_HEAP, SCONE_LOG, "
+        "API_PASSWORD"]
 
 
 def test_env_explain(hello_recorded: None, tmp_path: Path,

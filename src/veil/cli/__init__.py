@@ -2,7 +2,8 @@
 
 Every module in this package that defines `register(app)` adds its command(s); one command per
 module. `main` turns Veil's errors into a message and an exit code: 2 for bad input, 1 for an
-operational failure; tracebacks only with -vv.
+operational failure; tracebacks only with -vv. Started as `sconectl`, the program calls itself
+that in usage lines and hints.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 import typer
 
-from veil.cli._app import app, state
+from veil.cli._app import add_everywhere, app, program_name, state
 from veil.cli._help import plain_metavars
 from veil.errors import ManifestError, VeilError
 
@@ -40,24 +41,36 @@ _load_commands()
 
 def _report(err: VeilError) -> None:
     console = state.err
+    named = state.named
     if isinstance(err, ManifestError):
         for w in err.warnings:
-            console.print(f"[yellow]{w.render()}[/yellow]", soft_wrap=True)
-        console.print(f"[bold red]error:[/bold red] {err.message}", soft_wrap=True)
+            console.print(named(w.render()), style="yellow", soft_wrap=True, markup=False)
+        console.print(f"[bold red]error:[/bold red] {named(err.message)}", soft_wrap=True)
         for p in err.problems:
-            console.print("  " + p.render(), soft_wrap=True, markup=False)
+            console.print("  " + named(p.render()), soft_wrap=True, markup=False)
     else:
         console.print("[bold red]error:[/bold red] ", end="")
-        console.print(err.render(), soft_wrap=True, markup=False)
+        console.print(named(err.render()), soft_wrap=True, markup=False)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _usage_error(err: click_errors.ClickException, args: list[str]) -> None:
+    err.show()
+    if "'-h' requires an argument" in err.format_message() and args[:1] == ["apply"]:
+        # sconectl's `apply -h DIR` is --helm-template; a user who wanted help gets told so
+        state.err.print(f"(in `{state.prog} apply`, -h is --helm-template DIR, as in sconectl; "
+                        "help is --help)", soft_wrap=True, markup=False)
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """Run the command line; `prog` (default: from how the program was started) is the name
+    it uses for itself."""
     args = sys.argv[1:] if argv is None else argv
-    state.verbose = 0
+    state.reset(prog or program_name(sys.argv[0] if argv is None else "veil"))
     command = typer.main.get_command(app)
+    add_everywhere(command)
     plain_metavars(command)
     try:
-        command.main(args=args, prog_name="veil", standalone_mode=False)
+        command.main(args=args, prog_name=state.prog, standalone_mode=False)
     except VeilError as err:
         if state.verbose >= 2:
             raise
@@ -68,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click_errors.ClickException as err:
         # unknown option, missing argument, a value not among the choices: bad input
-        err.show()
+        _usage_error(err, args)
         return 2
     except typer.Exit as err:
         return err.exit_code

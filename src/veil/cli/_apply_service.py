@@ -3,16 +3,18 @@
 Builds the service's image with `veil.image` (build context under `target/<name>/`, buildah,
 measurement, push to `build.to`, signature when asked) and records its service description in the
 local index. `--dry-run` writes the context and the description only; `--no-push` keeps the image
-in local storage.
+in local storage. As in sconectl, `copy`/`requirements` entries and `--helm-template` are read
+relative to the current directory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from veil.cli._app import state
 from veil.cli._options import ApplyOptions
+from veil.errors import ManifestError
 
 if TYPE_CHECKING:
     from veil.manifest.description import ServiceDescription
@@ -22,25 +24,64 @@ if TYPE_CHECKING:
 __all__ = ["apply_service"]
 
 
+def _refuse_java(path: Path, service: GenService, positions: Positions | None) -> None:
+    from veil.errors import Problem
+
+    kind = service.build.kind
+    if kind == "python":
+        return
+    why = (f"build.kind {kind}: this version of Veil builds Python services only; a Java "
+           "runtime base image (`veil base create java`) is not part of it yet")
+    allowed = "python"
+    problem = (positions.problem(why, ("build", "kind"), value=kind, allowed=allowed)
+               if positions is not None else
+               Problem(why, file=str(path), path="build.kind", value=kind, allowed=allowed))
+    raise ManifestError([problem], summary=f"cannot build {path}")
+
+
 def apply_service(
     path: Path, service: GenService, options: ApplyOptions, positions: Positions | None = None
 ) -> ServiceDescription:
     from veil.image.builder import build_service  # buildah & registry code: load when used
 
+    _refuse_java(path, service, positions)
     b = service.build
+    record: dict[str, Any] = {}
+    if options.set_version is not None:
+        record["version"] = options.set_version
+    if options.helm_template is not None:
+        from veil.image.helmtemplate import read_helm_template
+
+        record["helm_template"] = read_helm_template(options.helm_template, path.parent)
 
     def say(line: str) -> None:
         state.console.print(line, soft_wrap=True)
 
-    with state.err.status(f"building {b.to}") as status:
+    with state.status(f"building {b.to}") as status:
         result = build_service(
             service, path, target=options.target, push=options.push, dry_run=options.dry_run,
-            positions=positions, progress=lambda m: status.update(m),
+            positions=positions, progress=lambda m: status.update(m), workdir=Path.cwd(),
+            record=record,
         )
+    for note in result.notes:
+        state.warn(note)
     desc = result.description
+    if desc.host_paths and options.mode == "production":
+        state.warn(f"build.host_paths {', '.join(desc.host_paths)}: read from the host at run "
+                   "time, outside the measurement: attestation says nothing about them")
     say(f"service [bold]{b.name}[/bold] ({path})")
     say(f"  context      {result.context}")
     say(f"  measurement  {desc.measurement}")
+    if desc.host_paths:
+        say(f"  not measured {', '.join(desc.host_paths)} (build.host_paths, from the host)")
+    if desc.stable is not None:
+        say(f"  stable       {desc.stable.image} ({desc.stable.measurement}) stays accepted "
+            "until an apply without build.stable")
+    if desc.version is not None:
+        say(f"  version      {desc.version} (--set-version, recorded)")
+    if desc.helm_template:
+        say(f"  helm template {options.helm_template} ({len(desc.helm_template)} files, "
+            "carried with the description)")
     if options.dry_run:
         say("  dry run: wrote the build context and the service description; built nothing")
     elif result.digest:

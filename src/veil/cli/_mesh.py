@@ -32,8 +32,8 @@ def _from_registry(image: str) -> tuple[ServiceDescription | None, str]:
         return None, err.message
 
 
-def descriptions_for(doc: Loaded) -> tuple[dict[str, ServiceDescription],
-                                           dict[str, dict[str, Origin]]]:
+def descriptions_for(doc: Loaded, *, pull: bool = True) -> tuple[
+        dict[str, ServiceDescription], dict[str, dict[str, Origin]]]:
     """Each image's description, and file:line of its values where known.
 
     The local index first (`veil apply`, also --dry-run, records there), then the label of the
@@ -51,8 +51,11 @@ def descriptions_for(doc: Loaded) -> tuple[dict[str, ServiceDescription],
             continue
         entry = index.get(s.image)
         if entry is None:
-            state.debug(f"{s.image}: not in the local index; asking its registry")
-            description, why = _from_registry(s.image)
+            if pull:
+                state.debug(f"{s.image}: not in the local index; asking its registry")
+                description, why = _from_registry(s.image)
+            else:
+                description, why = None, "not asked (--no-pull)"
             if description is not None:
                 found[s.image] = description
                 continue

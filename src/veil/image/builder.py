@@ -17,20 +17,21 @@ import subprocess
 import tempfile
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from veil.errors import OperationalError
 from veil.fsutil import replace_dir
 from veil.image.base import DEFAULT_BASE
-from veil.image.context import check_target, measure_context, stage_context
+from veil.image.context import check_target, locate_input, measure_context, stage_context
 from veil.image.fastpath import forget_build, record_build, try_fast_push
 from veil.image.index import IndexEntry, LocalIndex
 from veil.image.interpreter import Interpreter, interpreter_of_image
 from veil.image.push import check_registry, push_image
 from veil.image.reference import parse_reference
 from veil.image.requirements import install_requirements
+from veil.image.stable import stable_image
 from veil.image.tools import container_env, require, run_tool, tls_flag
 from veil.image.wrapped import wrapped_service
 from veil.manifest.description import LABEL_KEY, ServiceDescription
@@ -63,6 +64,7 @@ class BuildResult:
     digest: str | None = None  # registry manifest digest once pushed
     signature: str | None = None  # tag of the signature artifact
     fast: bool = False  # pushed by writing the application layer directly (no buildah run)
+    notes: list[str] = field(default_factory=list)  # warnings for the user (one line each)
 
 
 def _inspect(name: str) -> dict[str, Any] | None:
@@ -141,7 +143,12 @@ def build_service(
     dry_run: bool = False,
     positions: Positions | None = None,
     progress: Progress = lambda _m: None,
+    workdir: Path | None = None,
+    record: dict[str, Any] | None = None,
 ) -> BuildResult:
+    """`workdir`: where `copy`/`requirements` entries are looked up first (sconectl's rule: the
+    current directory), before the manifest's folder; `record`: fields added to the
+    description (the apply's `--set-version`, `--helm-template`)."""
     parse_reference(svc.build.to, field="build.to")
     check_target(target / svc.build.name)
     if push and not dry_run:
@@ -152,8 +159,10 @@ def build_service(
             progress(f"wrapping {svc.build.entrypoint} as a {svc.build.wrap} application")
             svc, source = wrapped_service(svc, source, Path(scratch))
             positions = None  # the copy list is generated; positions would point elsewhere
+            workdir = None  # ... and names files of the generated folder
         return _build(svc, manifest, source, target=target, push=push, dry_run=dry_run,
-                      positions=positions, progress=progress)
+                      positions=positions, progress=progress, workdir=workdir,
+                      record=record or {})
 
 
 def _build(
@@ -166,28 +175,37 @@ def _build(
     dry_run: bool,
     positions: Positions | None,
     progress: Progress,
+    workdir: Path | None = None,
+    record: dict[str, Any] | None = None,
 ) -> BuildResult:
     b = svc.build
+    record = dict(record or {})
+    if b.stable:
+        progress(f"reading the measurement of the stable image {b.stable}")
+        record["stable"] = stable_image(b.stable, b.to)
     base = resolve_base(b.from_ or DEFAULT_BASE, progress)
     req_dir = None
     if b.requirements:
         progress(f"resolving {b.requirements} for Python {base.interpreter.version}")
-        req_dir = install_requirements(source / b.requirements, base.interpreter.version)
+        req_file = locate_input(b.requirements, workdir, source)
+        req_dir = install_requirements(req_file, base.interpreter.version)
     interp = base.interpreter
     ctx_dir = target / b.name
     with replace_dir(ctx_dir) as tmp:
         ctx = stage_context(
             svc, source, tmp, base=base.pinned, site_packages=interp.site_packages,
             requirements_dir=req_dir, interpreter_paths=interp.paths, positions=positions,
+            workdir=workdir,
         )
         measurement = measure_context(ctx, interp.paths, interp.entries)
         desc = ServiceDescription.from_genservice(svc).model_copy(update={
             "measurement": measurement, "base_image": base.name, "base_digest": base.digest,
+            **record,
         })
         (tmp / "description.json").write_text(
             json.dumps(json.loads(desc.to_json()), indent=2, sort_keys=True) + "\n"
         )
-        result = BuildResult(image=b.to, context=ctx_dir, description=desc)
+        result = BuildResult(image=b.to, context=ctx_dir, description=desc, notes=ctx.notes)
         fast = push and not dry_run and os.environ.get("VEIL_NO_FAST_PATH") != "1"
         if fast:
             result.digest = try_fast_push(b.to, ctx, desc)

@@ -22,8 +22,8 @@ from veil.manifest.models import GenService
 from veil.runtime.measure import PLAN_PATH, FileEntry, MeasurementPlan, digest_of, scan
 
 __all__ = [
-    "LAUNCHER_DIR", "RUNTIME_MODULES", "BuildContext", "check_target", "measure_context",
-    "stage_context",
+    "LAUNCHER_DIR", "RUNTIME_MODULES", "BuildContext", "check_target", "locate_input",
+    "measure_context", "stage_context",
 ]
 
 LAUNCHER_DIR = "/opt/veil"
@@ -47,6 +47,7 @@ class BuildContext:
     plan: MeasurementPlan
     containerfile: str
     copied: list[str] = field(default_factory=list)  # image paths of application files
+    notes: list[str] = field(default_factory=list)  # warnings for the user
 
 
 def _problem(
@@ -58,7 +59,33 @@ def _problem(
     return Problem(msg, file="<manifest>", path=format_path(path), value=value, allowed=allowed)
 
 
-def _check(svc: GenService, src_dir: Path, positions: Positions | None) -> list[tuple[Path, str]]:
+def locate_input(entry: str, workdir: Path | None, src_dir: Path,
+                 notes: list[str] | None = None) -> Path:
+    """Where a `copy`/`requirements` entry is: sconectl's place first, the current directory
+    (`workdir`; sconectl mounts it as its work dir), then the manifest's folder (Veil's earlier
+    rule, kept so that `veil apply -f some/dir/service.yaml` goes on working, with a note)."""
+    if workdir is None:
+        return src_dir / entry
+    here = workdir / entry
+    if here.exists() or here.is_symlink():
+        return here
+    there = src_dir / entry
+    if (there.exists() or there.is_symlink()) and notes is not None:
+        notes.append(f"{entry}: not in the current directory ({here}); taken from the "
+                     f"manifest's folder ({there}). sconectl resolves it against the current "
+                     "directory only")
+    return there if there.exists() or there.is_symlink() else here
+
+
+def _where(entry: str, workdir: Path | None, src_dir: Path) -> str:
+    if workdir is None or workdir.resolve() == src_dir.resolve():
+        return str(src_dir / entry)
+    return f"{workdir / entry} (current directory) nor {src_dir / entry} (manifest's folder)"
+
+
+def _check(svc: GenService, src_dir: Path, positions: Positions | None,
+           workdir: Path | None = None, notes: list[str] | None = None,
+           ) -> list[tuple[Path, str]]:
     """Every `copy` entry as (host path, path under pwd); all problems reported together."""
     problems: list[Problem] = []
     pwd = svc.build.pwd
@@ -77,14 +104,18 @@ def _check(svc: GenService, src_dir: Path, positions: Positions | None) -> list[
                 entry, positions, allowed="a relative path such as app.py or src/",
             ))
             continue
-        host = src_dir / rel
+        host = locate_input(rel, workdir, src_dir, notes)
         if not host.exists() and not host.is_symlink():
             problems.append(_problem(
-                f"no such file or directory: {host}", ("build", "copy", i), entry, positions,
-                allowed="a file or directory relative to the manifest's directory",
+                f"no such file or directory: neither {_where(rel, workdir, src_dir)}"
+                if workdir is not None and workdir.resolve() != src_dir.resolve()
+                else f"no such file or directory: {host}", ("build", "copy", i), entry,
+                positions, allowed="a file or directory relative to the current directory "
+                "(as sconectl reads it) or to the manifest's folder",
             ))
             continue
-        leaving = links_leaving(src_dir, host)
+        base = workdir if workdir is not None and host == workdir / rel else src_dir
+        leaving = links_leaving(base, host)
         if leaving:
             link, target = leaving[0]
             more = f" (and {len(leaving) - 1} more)" if len(leaving) > 1 else ""
@@ -97,10 +128,13 @@ def _check(svc: GenService, src_dir: Path, positions: Positions | None) -> list[
             ))
             continue
         out.append((host, "." if rel == "." else rel))
-    if svc.build.requirements and not (src_dir / svc.build.requirements).is_file():
+    req = svc.build.requirements
+    if req and not locate_input(req, workdir, src_dir, notes).is_file():
         problems.append(_problem(
-            f"no such file: {src_dir / svc.build.requirements}", ("build", "requirements"),
-            svc.build.requirements, positions, allowed="a pip requirements file",
+            f"no such file: neither {_where(req, workdir, src_dir)}"
+            if workdir is not None and workdir.resolve() != src_dir.resolve()
+            else f"no such file: {src_dir / req}", ("build", "requirements"),
+            req, positions, allowed="a pip requirements file",
         ))
     if problems:
         n = len(problems)
@@ -162,9 +196,11 @@ def stage_context(
     requirements_dir: Path | None,
     interpreter_paths: list[str],
     positions: Positions | None = None,
+    workdir: Path | None = None,
 ) -> BuildContext:
     """Write the build context into the (fresh, empty) directory `ctx_dir`."""
-    copies = _check(svc, src_dir, positions)
+    notes: list[str] = []
+    copies = _check(svc, src_dir, positions, workdir, notes)
     b = svc.build
     pwd = posixpath.normpath(b.pwd)
     rootfs = ctx_dir / "rootfs"
@@ -194,7 +230,9 @@ def stage_context(
         raise UserError(f"service {b.name} has no build.command")
     plan = MeasurementPlan(
         roots=roots, command=b.command, pwd=pwd, local_env=local_env,
-        exclude=sorted(posixpath.normpath(f.path) for f in svc.injection_files),
+        # host_paths come from the host at run time: named in the plan, never measured
+        exclude=sorted({posixpath.normpath(f.path) for f in svc.injection_files}
+                       | set(b.host_paths)),
     )
     plan_file = rootfs / PLAN_PATH.lstrip("/")
     plan_file.parent.mkdir(parents=True)
@@ -208,7 +246,8 @@ def stage_context(
     containerfile = "\n".join(lines) + "\n"
     (ctx_dir / "Containerfile").write_text(containerfile)
     (ctx_dir / ".containerignore").write_text("description.json\n")
-    return BuildContext(dir=ctx_dir, plan=plan, containerfile=containerfile, copied=copied)
+    return BuildContext(dir=ctx_dir, plan=plan, containerfile=containerfile, copied=copied,
+                        notes=notes)
 
 
 def measure_context(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from veil.errors import ProblemCollector
+from veil.manifest.casmode import CAS_MODES, REFUSED_MODES
 from veil.manifest.imageref import FORM, reference_problem
 from veil.manifest.models import CAS_ALIASES, GenService
 from veil.manifest.refs import FORMATS, find_secret_refs
@@ -53,7 +54,7 @@ def walk_strings(node: Any, path: tuple[str | int, ...] = ()) -> Iterator[
 def _is_strict_path(kind: str, path: tuple[str | int, ...]) -> bool:
     """Values where a leftover `$VAR` can only be a mistake: image references, namespaces, URLs."""
     if kind == "genservice":
-        return path in (("build", "to"), ("build", "from"))
+        return path in (("build", "to"), ("build", "from"), ("build", "stable"))
     if len(path) == 3 and path[0] == "services" and path[2] == "image":
         return True
     if len(path) == 3 and path[0] == "cas" and path[2] == "cas_url":
@@ -140,6 +141,10 @@ def _secret_names(defined: list[str], imports: list[str]) -> set[str]:
 
 def _check_genservice(loaded: Loaded, col: ProblemCollector) -> None:
     pos, tree = loaded.positions, loaded.tree
+    if "requirements" in tree:
+        col.extend([pos.problem(
+            "a top-level `requirements` is deprecated; it is used as build.requirements — "
+            "move it there", ("requirements",), key=True, severity="warning")])
     _duplicates(pos, col, _names(tree, "environment", "local")
                 + _names(tree, "environment", "global"), "environment variable")
     _duplicates(pos, col, _names(tree, "secrets", "global") + _names(tree, "secrets", "local"),
@@ -218,6 +223,14 @@ def _check_mesh(loaded: Loaded, col: ProblemCollector) -> None:
                                         ("cas", i, "alias"), value=str(role),
                                         allowed="each role on at most one CAS")])
             roles[str(role)] = i
+        mode = cas.get("mode")
+        if isinstance(mode, str) and mode in CAS_MODES:
+            col.extend([pos.problem(f"mode {mode}: {CAS_MODES[mode]}", ("cas", i, "mode"),
+                                    severity="warning")])
+        elif isinstance(mode, str) and mode in REFUSED_MODES:
+            col.extend([pos.problem(f"mode {mode} is not supported: {REFUSED_MODES[mode]}",
+                                    ("cas", i, "mode"), value=mode,
+                                    allowed="EncryptedManifest, SignedManifest, or no mode")])
         tolerance = cas.get("tolerance")
         if isinstance(tolerance, str):
             for flag in parse_tolerance(tolerance).unknown:
@@ -236,7 +249,7 @@ def _check_images(loaded: Loaded, col: ProblemCollector) -> None:
     if loaded.kind == "genservice":
         build = loaded.tree.get("build")
         if isinstance(build, dict):
-            found = [(("build", k), build.get(k)) for k in ("to", "from")]
+            found = [(("build", k), build.get(k)) for k in ("to", "from", "stable")]
     else:
         found = [(("services", i, "image"), item.get("image"))
                  for i, item in _items(loaded.tree, "services")]

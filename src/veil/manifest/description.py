@@ -16,10 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from veil.manifest.models import EnvVar, GenService, GlobalEnvVar, InjectionFile, Secret
 
-__all__ = ["LABEL_KEY", "SCHEMA", "ServiceDescription"]
+__all__ = ["LABEL_KEY", "SCHEMA", "ServiceDescription", "StableImage"]
 
 SCHEMA = "veil/service-description/v1"
 LABEL_KEY = "dev.veil.service-description"
+
+
+class StableImage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str
+    measurement: str
+    digest: str | None = None
 
 
 class ServiceDescription(BaseModel):
@@ -46,6 +54,16 @@ class ServiceDescription(BaseModel):
     measurement: str | None = None
     base_image: str | None = None
     base_digest: str | None = None
+    # sconectl's `--set-version` the image was applied with (recorded, selects nothing)
+    version: str | None = None
+    # `apply -f service.yaml --helm-template DIR`: the chart templates the service carries
+    # to its mesh's chart (path relative to DIR -> text)
+    helm_template: dict[str, str] | None = None
+    # `build.stable`: the image deployed now, whose measurement the session keeps accepting
+    # beside this one until an apply without `stable`
+    stable: StableImage | None = None
+    # `build.host_paths`: directories the program reads from the host, outside the measurement
+    host_paths: list[str] = Field(default_factory=list)
 
     @classmethod
     def from_genservice(cls, svc: GenService) -> ServiceDescription:
@@ -68,6 +86,7 @@ class ServiceDescription(BaseModel):
             entrypoint=b.entrypoint,
             manifest_digest=manifest_digest(svc),
             base_image=b.from_,
+            host_paths=list(b.host_paths),
         )
 
     def to_json(self) -> str:

@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -142,9 +143,24 @@ class Signature(_Model):
 BUILD_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
+# sconectl's Java kinds: a JRE of that major version (`java` alone: the default one), on
+# Debian (glibc) or Ubuntu
+JAVA_KINDS = tuple(
+    f"java{v}{variant}" for v in ("", "8", "11", "17", "21")
+    for variant in ("", "-glibc", "-ubuntu")
+)
+BuildKind = Literal[
+    "python", "java", "java-glibc", "java-ubuntu", "java8", "java8-glibc", "java8-ubuntu",
+    "java11", "java11-glibc", "java11-ubuntu", "java17", "java17-glibc", "java17-ubuntu",
+    "java21", "java21-glibc", "java21-ubuntu",
+]
+# places a host directory cannot stand in for: the program, the launcher, the system's own
+_NOT_HOST = ("/", "/opt/veil", "/etc/veil", "/proc", "/sys", "/dev", "/usr", "/bin", "/lib")
+
+
 class Build(_Model):
     name: Annotated[str, Field(min_length=1, pattern=BUILD_NAME_RE)]
-    kind: Literal["python"] = "python"
+    kind: BuildKind = "python"
     to: Annotated[str, Field(min_length=1)]
     pwd: str = "/app"
     # Optional only with `wrap`: the wrapper then supplies its own command.
@@ -156,11 +172,31 @@ class Build(_Model):
     from_: str | None = Field(default=None, alias="from")
     wrap: Literal["flask", "kafka"] | None = None
     entrypoint: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    # sconectl's rolling update: the image deployed now stays accepted beside the new one
+    stable: Annotated[str, Field(min_length=1)] | None = None
+    # host directories the program reads at run time (CA certificates...): not measured
+    host_paths: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, validation_alias=AliasChoices("host_paths", "host_path"))
 
-    @field_validator("copy_", "run", mode="before")
+    @field_validator("copy_", "run", "host_paths", mode="before")
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
+        if isinstance(v, str):  # `host_path: /etc/ssl/certs`, one directory
+            return [v]
         return [] if v is None else v
+
+    @field_validator("host_paths")
+    @classmethod
+    def _host_paths(cls, v: list[str]) -> list[str]:
+        out = []
+        for p in v:
+            norm = re.sub(r"/+$", "", re.sub(r"/+", "/", p)) or "/"
+            if not p.startswith("/") or "/../" in norm + "/" or "/./" in norm + "/":
+                raise ValueError(f"host path {p!r} must be an absolute path without . or ..")
+            if norm in _NOT_HOST or norm.startswith(("/opt/veil/", "/etc/veil/")):
+                raise ValueError(f"host path {p!r} would replace part of the image itself")
+            out.append(norm)
+        return out
 
     @model_validator(mode="after")
     def _command_or_wrapper(self) -> Build:
@@ -171,6 +207,11 @@ class Build(_Model):
                 f"build.wrap: {self.wrap} needs build.entrypoint "
                 "(module:callable, e.g. model:predict)"
             )
+        pwd = self.pwd.rstrip("/")
+        for p in self.host_paths:
+            if p == pwd or p.startswith(pwd + "/") or pwd.startswith(p + "/"):
+                raise ValueError(f"host path {p} overlaps build.pwd {self.pwd}: the program's "
+                                 "own files are measured, never taken from the host")
         return self
 
 
@@ -181,8 +222,22 @@ class GenService(_Model):
     secrets: Secrets = Field(default_factory=Secrets)
     injection_files: list[InjectionFile] = Field(default_factory=list)
     build: Build
+    # older manifests name the requirements file at the top level; it means build.requirements
+    requirements: str | None = Field(default=None, exclude=True)
 
     _api = field_validator("api_version")(_check_api_version)
+
+    @model_validator(mode="after")
+    def _legacy_requirements(self) -> GenService:
+        if self.requirements is None:
+            return self
+        if self.build.requirements not in (None, self.requirements):
+            raise ValueError(
+                f"requirements: {self.requirements} (top level, deprecated) and "
+                f"build.requirements: {self.build.requirements} name different files; keep "
+                "build.requirements only")
+        self.build.requirements = self.requirements
+        return self
 
     @field_validator("environment", "secrets", mode="before")
     @classmethod
@@ -205,13 +260,33 @@ class Cas(_Model):
     cas_key: str | None = None
     cas_encryption_key: str | None = None
     tolerance: str | None = None
-    mode: str | None = None
+    # how sconectl hands policies to this CAS; `veil.manifest.casmode` says what Veil does
+    mode: Literal["EncryptedManifest", "SignedManifest", "SignOnline"] | None = None
 
 
 class Policy(_Model):
     namespace: Annotated[str, Field(min_length=1)]
+    # sconectl writes both as a comma-separated string; a YAML list means the same
     tolerate: str | list[str] | None = None
     ignore_advisories: str | list[str] | None = None
+
+    @property
+    def tolerated(self) -> list[str]:
+        """`tolerate` as a sorted list without duplicates or empty items."""
+        return _items_of(self.tolerate)
+
+    @property
+    def ignored_advisories(self) -> list[str]:
+        """`ignore_advisories` as a list; `["*"]` ignores every advisory."""
+        items = _items_of(self.ignore_advisories)
+        return ["*"] if "*" in items else items
+
+
+def _items_of(v: str | list[str] | None) -> list[str]:
+    if v is None:
+        return []
+    parts = v.split(",") if isinstance(v, str) else v
+    return sorted({p.strip() for p in parts if p and p.strip()})
 
 
 class MeshEnvGroup(_Model):

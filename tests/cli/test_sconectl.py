@@ -1,0 +1,329 @@
+"""sconectl's command line, as its users' scripts write it: every flag accepted and acted on, or
+refused with one line that says what Veil does instead. Exact output compared."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from veil import __version__
+from veil.cli import main
+from veil.cli._app import program_name, state
+from veil.image.index import LocalIndex
+
+ROOT = Path(__file__).resolve().parents[2]
+HELLO = ROOT / "examples" / "hello-user"
+IMAGE = "127.0.0.1:5000/veil/python_hello_user:latest"
+
+MESH = """\
+apiVersion: scone/5.8
+kind: mesh
+cas:
+  - name: cas
+    alias: ["image", "security", "access", "attestation"]
+    cas_url: cas.example:8081
+policy:
+  namespace: hello
+services:
+  - name: pythonapp
+    image: 127.0.0.1:5000/veil/python_hello_user:latest
+env:
+  - name: API_USER
+    value: myself
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str,
+        prog: str = "veil") -> tuple[int, str, str]:
+    code = main(list(args), prog=prog)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A sconectl work directory: the service's files, the manifest, run from there."""
+    w = tmp_path / "work"
+    w.mkdir()
+    for f in ("service.yaml", "print_env.py"):
+        shutil.copy(HELLO / f, w / f)
+    (w / "mesh.yaml").write_text(MESH)
+    monkeypatch.chdir(w)
+    for var in ("SCONECTL_VERSION", "SCONECTL_REPO", "SCONECTL_NOPULL", "SCONECTL_CAS_CONFIG",
+                "KUBECONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    return w
+
+
+@pytest.fixture
+def recorded(work: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    assert run(capsys, "apply", "-f", "service.yaml", "-d")[0] == 0
+    return work
+
+
+# --- verbosity, quiet, version -------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "level"), [
+    (["apply", "-f", "service.yaml", "-p", "-vvvvvvvv"], 8),           # after the subcommand
+    (["apply", "-vvvv", "-f", "service.yaml", "-p"], 4),                # before -f
+    (["-vv", "apply", "-f", "service.yaml", "-p", "-v", "--verbose"], 4),  # both, repeated
+    (["apply", "-f", "service.yaml", "-p"], 0),
+])
+def test_verbosity_anywhere_and_repeated(work: Path, capsys: pytest.CaptureFixture[str],
+                                         args: list[str], level: int) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert state.verbose == level
+    assert "API_USER" in out
+
+
+def test_verbose_on_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "schema", "mesh", "-vvv")
+    assert code == 0 and state.verbose == 3 and json.loads(out)["title"]
+
+
+@pytest.mark.parametrize("args", [["-q", "apply"], ["apply", "-q"], ["apply", "--quiet"]])
+def test_quiet_anywhere(work: Path, capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    out_file = work / "defaults.yaml"
+    code, out, err = run(capsys, *args, "-f", "service.yaml", "-p", "--file", str(out_file))
+    assert code == 0 and state.quiet
+    assert err == "" and out == ""  # not even "wrote defaults.yaml"
+    assert "API_USER" in out_file.read_text()
+
+
+@pytest.mark.parametrize(("prog", "flag", "expected"), [
+    ("veil", "-V", f"veil {__version__}\n"),
+    ("veil", "--version", f"veil {__version__}\n"),
+    ("sconectl", "-V", f"sconectl {__version__} (veil {__version__})\n"),
+])
+def test_version(capsys: pytest.CaptureFixture[str], prog: str, flag: str,
+                 expected: str) -> None:
+    assert run(capsys, flag, prog=prog) == (0, expected, "")
+
+
+def test_program_name_from_how_it_was_started() -> None:
+    assert program_name("/usr/local/bin/sconectl") == "sconectl"
+    assert program_name("veil") == "veil"
+    assert program_name("/x/veil/__main__.py") == "veil"
+
+
+@pytest.mark.skipif(shutil.which("sconectl") is None, reason="console script not installed")
+def test_the_sconectl_console_script_names_itself(tmp_path: Path) -> None:
+    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+           "PYTHONPATH": str(ROOT / "src"), "HOME": str(tmp_path),
+           "VEIL_HOME": str(tmp_path / "h")}
+    p = subprocess.run(["sconectl", "apply", "--bogus"], capture_output=True, text=True,
+                       env=env, timeout=60, check=False)
+    assert p.returncode == 2
+    assert "Usage: sconectl apply [OPTIONS]" in p.stderr
+    assert "Try 'sconectl apply --help' for help." in p.stderr
+
+
+# --- refusals: one line, exit 2, before anything is read ------------------------------------
+
+@pytest.mark.parametrize(("flag", "expected"), [
+    (["--maa", "https://sharedeus.eus.attest.azure.net"],
+     "error: --maa https://sharedeus.eus.attest.azure.net: Veil does not use Microsoft Azure "
+     "Attestation: its CAS verifies the evidence itself (SEV-SNP and TDX reports; simulation "
+     "only in --mode debug)\n"),
+    (["--otp"],
+     "error: --otp: Veil has no one-time passwords: CAS accepts session updates only from the "
+     "client key `sconectl cas init` made (the sessions' CREATOR)\n"),
+    (["--signing-url", "https://sign.example"],
+     "error: --signing-url https://sign.example: Veil has no signing service: sessions go over "
+     "TLS to the CAS pinned by its key, from the client key `sconectl cas init` made\n"),
+    (["--signing-online"],
+     "error: --signing-online: Veil has no signing service: sessions go over TLS to the CAS "
+     "pinned by its key, from the client key `sconectl cas init` made\n"),
+    (["--signing-k8scontext", "prod"],
+     "error: --signing-k8scontext prod: Veil has no signing service in Kubernetes: sessions "
+     "go over TLS to the CAS pinned by its key, from the client key `sconectl cas init` "
+     "made\n"),
+])
+def test_refused_flags_say_what_veil_does_instead(
+        capsys: pytest.CaptureFixture[str], flag: list[str], expected: str) -> None:
+    assert run(capsys, "apply", "-f", "mesh.yaml", *flag, prog="sconectl") == (2, "", expected)
+
+
+def test_cas_config_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "--cas-config", "/root/.cas", "apply", "-f", "m.yaml") == (
+        2, "", "error: --cas-config /root/.cas: Veil does not read sconectl's CAS config "
+        "directory; it pins each CAS by its key (cas_key in the mesh, or the key `veil cas "
+        "init` recorded)\n")
+
+
+def test_dash_h_alone_is_not_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "apply", "-h", prog="sconectl")
+    assert code == 2 and out == ""
+    assert err.endswith("Error: Option '-h' requires an argument.\n"
+                        "(in `sconectl apply`, -h is --helm-template DIR, as in sconectl; help "
+                        "is --help)\n")
+    code, out, _ = run(capsys, "apply", "--help", prog="sconectl")
+    assert code == 0 and "--helm-template" in out and "Usage: sconectl apply" in out
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["-f", "service.yaml", "--release", "v1"],
+     "error: --release applies to a mesh (kind: mesh); service.yaml is a service manifest "
+     "(kind: genservice)\n"),
+    (["-f", "service.yaml", "-o", "yaml"],
+     "error: -o/--output applies to a mesh (kind: mesh); service.yaml is a service manifest "
+     "(kind: genservice)\n"),
+    (["-f", "mesh.yaml", "-h", "templates"],
+     "error: -h/--helm-template applies to a service manifest (kind: genservice); mesh.yaml is "
+     "a mesh\n"),
+    (["-f", "mesh.yaml", "--no-push"],
+     "error: --no-push applies to a service manifest (kind: genservice); mesh.yaml is a "
+     "mesh\n"),
+])
+def test_a_flag_of_the_other_kind(work: Path, capsys: pytest.CaptureFixture[str],
+                                  args: list[str], expected: str) -> None:
+    assert run(capsys, "apply", *args) == (2, "", expected)
+
+
+# --- service manifest -----------------------------------------------------------------------
+
+def test_set_version_recorded_and_warned(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "apply", "-f", "service.yaml", "-d", "--set-version", "5.8.0",
+                         "-t", "out")
+    assert code == 0
+    assert err == (f"warning: --set-version 5.8.0: Veil {__version__} has no SCONE 5.8.0 "
+                   "images to select; the version is recorded with what this apply produces, "
+                   "nothing else changes\n")
+    assert "  version      5.8.0 (--set-version, recorded)\n" in out
+    entry = LocalIndex().get(IMAGE)
+    assert entry is not None and entry.description.version == "5.8.0"
+    label = json.loads((work / "out" / "python_hello_user" / "description.json").read_text())
+    assert label["version"] == "5.8.0"
+
+
+def test_set_version_latest_and_from_sconectl_version(
+        work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = run(capsys, "apply", "-f", "service.yaml", "-d", "--set-version", "latest")
+    assert code == 0 and err == ""
+    monkeypatch.setenv("SCONECTL_VERSION", __version__)
+    code, _, err = run(capsys, "apply", "-f", "service.yaml", "-d")
+    assert code == 0 and err == ""
+    entry = LocalIndex().get(IMAGE)
+    assert entry is not None and entry.description.version == __version__
+
+
+def test_sconectl_environment_is_said_at_v(
+        work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCONECTL_REPO", "registry.scontain.com/cicd")
+    monkeypatch.setenv("SCONECTL_NOPULL", "1")
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/config")
+    code, _, err = run(capsys, "apply", "-f", "service.yaml", "-p")
+    assert code == 0 and err == ""  # not a word without -v
+    code, _, err = run(capsys, "apply", "-f", "service.yaml", "-p", "-v")
+    assert "$SCONECTL_REPO is set and not used: Veil runs no CLI image" in err
+    assert "$SCONECTL_NOPULL is set and not used" in err
+    assert "$KUBECONFIG is set and not used: Veil writes charts" in err
+
+
+def test_helm_template_is_carried_with_the_description(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    charts = work / "templates-genservice" / "charts"
+    (charts / "templates").mkdir(parents=True)
+    (charts / "Chart.yaml").write_text("apiVersion: v2\nname: app\nversion: 0.1.0\n")
+    (charts / "templates" / "deployment.yaml").write_text("kind: Deployment\n")
+    code, out, err = run(capsys, "apply", "-f", "service.yaml", "-h", "templates-genservice",
+                         "-vvvvvvvv", "--mode=debug", "-d")
+    assert code == 0, err
+    assert "helm template templates-genservice (2 files" in out
+    entry = LocalIndex().get(IMAGE)
+    assert entry is not None and entry.description.helm_template == {
+        "charts/Chart.yaml": "apiVersion: v2\nname: app\nversion: 0.1.0\n",
+        "charts/templates/deployment.yaml": "kind: Deployment\n"}
+
+
+def test_helm_template_missing_names_both_places(
+        work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    (work / "tpl").mkdir()
+    (work / "tpl" / "Chart.yaml").write_text("x")
+    monkeypatch.chdir(work.parent)
+    code, _, err = run(capsys, "apply", "-f", "work/service.yaml", "-h", "tpl", "-d")
+    assert code == 2
+    assert err == (f"error: --helm-template tpl: no such folder in the current directory "
+                   f"({work.parent}); work/tpl exists: sconectl resolves paths against the "
+                   "current directory, so run from work or name it work/tpl\n")
+
+
+def test_target_directory_and_dry_run_short(work: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "apply", "-f", "service.yaml", "-d", "--target-directory", "tgt")
+    assert code == 0 and (work / "tgt" / "python_hello_user" / "Containerfile").is_file()
+    assert "dry run: wrote the build context" in out
+
+
+def test_print_defaults_of_a_service_with_a_default(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (work / "service.yaml").write_text((work / "service.yaml").read_text().replace(
+        "    - name: API_USER  # get value from Meshfile",
+        "    - name: API_USER\n    - name: GREETING\n      value: 'hi: #1'"))
+    code, out, _ = run(capsys, "apply", "-f", "service.yaml", "--print-defaults")
+    assert code == 0
+    assert ('      - name: GREETING\n        value: "hi: #1"  # default\n') in out
+    assert "      - name: API_USER\n        value: null  # required: no default\n" in out
+
+
+# --- mesh -----------------------------------------------------------------------------------
+
+def test_mesh_flags_in_the_plan(recorded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "apply", "-f", "mesh.yaml", "-d", "--release", "v1",
+                         "--release-version", "7", "-o", "yaml", "--policy-namespace",
+                         "other-ns", "--set-version", "latest", "--host-pwd", str(recorded),
+                         "-vvvvvvv", "--mode=debug")
+    assert code == 0, err
+    assert "namespace other-ns" in out and "session other-ns/pythonapp" in out
+    assert "would write manifests to target/manifests/ (release v1, release version 7)" in out
+    assert "recorded: --set-version latest" in out
+
+
+def test_policy_namespace_must_be_usable(recorded: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "apply", "-f", "mesh.yaml", "-d", "--policy-namespace", "a/b") == (
+        2, "", "error: --policy-namespace 'a/b' is not a usable CAS namespace\n"
+        "  hint: letters, digits, _ . - (starting with a letter, digit or _)\n")
+
+
+def test_host_pwd_elsewhere_is_a_warning(recorded: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "apply", "-f", "mesh.yaml", "-d", "--host-pwd", str(tmp_path))
+    assert code == 0
+    assert err == (f"warning: --host-pwd {tmp_path}: Veil runs on the host and resolves paths "
+                   f"against the current directory ({recorded}), not against {tmp_path}\n")
+    code, _, err = run(capsys, "apply", "-f", "mesh.yaml", "-d", "--host-pwd", "/nonexistent")
+    assert (code, err) == (2, "error: --host-pwd /nonexistent: no such directory\n")
+
+
+@pytest.mark.parametrize("flag", ["-n", "--no-pull"])
+def test_no_pull_asks_no_registry(work: Path, capsys: pytest.CaptureFixture[str],
+                                  flag: str) -> None:
+    # nothing recorded: without --no-pull Veil would ask 127.0.0.1:5000 for the label
+    code, _, err = run(capsys, "apply", "-f", "mesh.yaml", "-d", flag)
+    assert code == 2
+    assert "not in the local index, and from the registry: not asked (--no-pull)" in err
+
+
+def test_hints_name_the_program_as_invoked(recorded: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "apply", "-f", "mesh.yaml", prog="sconectl")
+    assert code == 1
+    assert "hint: run `sconectl apply -f mesh.yaml --dry-run`" in err
+    assert "`veil " not in err
+
+
+@pytest.mark.skipif(shutil.which("buildah") is None, reason="buildah missing")
+def test_n_on_a_service_builds_without_pushing(work: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "apply", "-f", "service.yaml", "-n", "-q")
+    if code == 1 and "base image" in err:
+        pytest.skip("no base image in local storage or registry")
+    assert code == 0, err
+    assert "local only: not pushed" in out and err == ""
