@@ -233,14 +233,15 @@ def pg_url() -> Iterator[str]:
     yield from postgres("veil_platform")
 
 
-def request(repo: str, commit: str, registries: list[str], **over: Any) -> dict[str, Any]:
+def request(repo: str, commit: str, registries: list[str] | None = None,
+            **over: Any) -> dict[str, Any]:
     """A containerbuild body with the seed's thirteen fields."""
     body: dict[str, Any] = {
         "repository": repo, "git_branch": "main", "git_commit_sha": commit,
         "image_name": "team-a/app", "dockerfile_path": "Dockerfile", "docker_context": ".",
         "namespace": "team-a", "image_tags": ["1.0", "latest"],
         "injected_aws_role_arn": ROLE, "injected_aws_account_short_alias": "team-a-dev",
-        "registries": registries, "build_args": {}, "git_fetch_depth": 1,
+        "registries": registries or [], "build_args": {}, "git_fetch_depth": 1,
     }
     body.update(over)
     return body
