@@ -327,3 +327,107 @@ def test_n_on_a_service_builds_without_pushing(work: Path,
         pytest.skip("no base image in local storage or registry")
     assert code == 0, err
     assert "local only: not pushed" in out and err == ""
+
+
+# --- manifest paths, as sconectl resolves them (against the current directory) --------------
+
+def _versioned(work: Path) -> None:
+    """The layout of sconectl's rolling-update example: v1/ with its service and program."""
+    (work / "v1").mkdir()
+    (work / "v1" / "app.py").write_text("print('v1')\n")
+    (work / "v1" / "service.yaml").write_text(
+        (work / "service.yaml").read_text().replace("print_env.py", "v1/app.py"))
+
+
+def test_copy_paths_resolve_against_the_current_directory(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _versioned(work)
+    code, _, err = run(capsys, "apply", "-f", "v1/service.yaml", "-d", prog="sconectl")
+    assert code == 0 and err == ""
+    staged = work / "target" / "python_hello_user" / "rootfs" / "python" / "v1" / "app.py"
+    assert staged.read_text() == "print('v1')\n"
+
+
+def test_a_file_only_beside_the_manifest_is_taken_with_a_warning_naming_both(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (work / "sub").mkdir()
+    shutil.move(str(work / "print_env.py"), work / "sub" / "print_env.py")
+    shutil.copy(work / "service.yaml", work / "sub" / "service.yaml")
+    code, _, err = run(capsys, "apply", "-f", "sub/service.yaml", "-d")
+    assert code == 0
+    assert err == (f"warning: print_env.py: not in the current directory ({work}/print_env.py); "
+                   f"taken from the manifest's folder (sub/print_env.py). sconectl resolves it "
+                   "against the current directory only\n")
+
+
+def test_a_file_in_neither_place_names_both(work: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    (work / "sub").mkdir()
+    shutil.copy(work / "service.yaml", work / "sub" / "service.yaml")
+    (work / "print_env.py").unlink()
+    code, _, err = run(capsys, "apply", "-f", "sub/service.yaml", "-d")
+    assert code == 2
+    assert f"no such file or directory: neither {work}/print_env.py (current directory) nor " \
+        "sub/print_env.py (manifest's folder)" in err
+
+
+def test_stable_keeps_the_deployed_measurement(work: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "apply", "-f", "service.yaml", "-d")[0] == 0
+    v1 = LocalIndex().get(IMAGE)
+    assert v1 is not None and v1.description.measurement
+    text = (work / "service.yaml").read_text().replace(
+        "python_hello_user:latest", "python_hello_user:2")
+    (work / "v2.yaml").write_text(text.replace("  copy:", f"  stable: {IMAGE}\n  copy:"))
+    (work / "print_env.py").write_text("print('v2')\n")
+    code, out, err = run(capsys, "apply", "-f", "v2.yaml", "-d")
+    assert code == 0, err
+    v2 = LocalIndex().get(IMAGE.replace(":latest", ":2"))
+    assert v2 is not None and v2.description.stable is not None
+    assert v2.description.stable.measurement == v1.description.measurement
+    assert v2.description.measurement != v1.description.measurement
+    assert f"  stable       {IMAGE} ({v1.description.measurement}) stays accepted" in out
+    # the next apply without `stable` accepts the new image only
+    (work / "v2.yaml").write_text(text)
+    assert run(capsys, "apply", "-f", "v2.yaml", "-d")[0] == 0
+    again = LocalIndex().get(IMAGE.replace(":latest", ":2"))
+    assert again is not None and again.description.stable is None
+
+
+def test_stable_unknown_image(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (work / "service.yaml").read_text()
+    (work / "service.yaml").write_text(text.replace("  copy:", "  stable: 127.0.0.1:1/x:1\n"
+                                                    "  copy:"))
+    code, _, err = run(capsys, "apply", "-f", "service.yaml", "-d")
+    assert code == 1 and err.startswith("error: build.stable 127.0.0.1:1/x:1: its measurement "
+                                        "is neither in the local index nor readable")
+
+
+def test_host_paths_said_not_measured_with_a_production_warning(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (work / "service.yaml").read_text()
+    (work / "service.yaml").write_text(text.replace("  copy:", "  host_paths:\n"
+                                                    "    - /etc/ssl/certs\n  copy:"))
+    code, out, err = run(capsys, "apply", "-f", "service.yaml", "-d")
+    assert code == 0
+    assert err == ("warning: build.host_paths /etc/ssl/certs: read from the host at run time, "
+                   "outside the measurement: attestation says nothing about them\n")
+    assert "  not measured /etc/ssl/certs (build.host_paths, from the host)\n" in out
+    plan = json.loads((work / "target" / "python_hello_user" / "rootfs" / "etc" / "veil"
+                       / "measured.json").read_text())
+    assert "/etc/ssl/certs" in plan["exclude"]
+    code, out, err = run(capsys, "apply", "-f", "service.yaml", "-d", "--mode", "debug")
+    assert code == 0 and err == "" and "not measured /etc/ssl/certs" in out
+
+
+def test_java_kind_is_refused_at_build_with_its_line(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (work / "service.yaml").read_text()
+    (work / "service.yaml").write_text(text.replace("  kind: python", "  kind: java17"))
+    assert run(capsys, "apply", "-f", "service.yaml", "-d") == (2, "", (
+        "error: cannot build service.yaml\n"
+        "  service.yaml:28:9: error at build.kind: build.kind java17: this version of Veil "
+        "builds Python services only; a Java runtime base image (`veil base create java`) is "
+        "not part of it yet (got 'java17'); allowed: python\n"))
+    # its variables can still be listed
+    assert run(capsys, "apply", "-f", "service.yaml", "-p")[0] == 0

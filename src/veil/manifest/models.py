@@ -39,6 +39,7 @@ __all__ = [
     "SecretKind",
     "Secrets",
     "Signature",
+    "env_value",
     "scalar_to_str",
 ]
 
@@ -69,13 +70,29 @@ def scalar_to_str(v: Any) -> Any:
     return v
 
 
+def env_value(v: Any) -> Any:
+    """An environment value as the program receives it.
+
+    sconectl pastes a value into YAML it generates, so its users write a multi-line value with
+    a first line of just `|` (`value: "|\n  line 1\n  line 2"`) to make it a block there; the
+    program gets the lines after it. Veil hands values on as text, so that first line is
+    dropped and the rest passes through intact (as does a plain `value: |` block scalar).
+    """
+    v = scalar_to_str(v)
+    if isinstance(v, str) and "\n" in v:
+        first, rest = v.split("\n", 1)
+        if first.strip() == "|":
+            return rest
+    return v
+
+
 class EnvVar(_Model):
     """A `local` variable: fixed by the service author."""
 
     name: Annotated[str, Field(min_length=1)]
     value: str
 
-    _norm = field_validator("value", mode="before")(scalar_to_str)
+    _norm = field_validator("value", mode="before")(env_value)
 
 
 class GlobalEnvVar(_Model):
@@ -84,7 +101,7 @@ class GlobalEnvVar(_Model):
     name: Annotated[str, Field(min_length=1)]
     value: str | None = None
 
-    _norm = field_validator("value", mode="before")(scalar_to_str)
+    _norm = field_validator("value", mode="before")(env_value)
 
 
 class Environment(_Model):
@@ -145,10 +162,6 @@ BUILD_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 # sconectl's Java kinds: a JRE of that major version (`java` alone: the default one), on
 # Debian (glibc) or Ubuntu
-JAVA_KINDS = tuple(
-    f"java{v}{variant}" for v in ("", "8", "11", "17", "21")
-    for variant in ("", "-glibc", "-ubuntu")
-)
 BuildKind = Literal[
     "python", "java", "java-glibc", "java-ubuntu", "java8", "java8-glibc", "java8-ubuntu",
     "java11", "java11-glibc", "java11-ubuntu", "java17", "java17-glibc", "java17-ubuntu",

@@ -207,12 +207,15 @@ class _Resolver:
             ok = False
             self._report_value(ms.name, env[name], f"`{name}`: {err}")
         known = _secret_names(desc)
+        # only the program's own variables reach CAS: a mesh-global value that refers to a
+        # secret is checked for the services that declare that variable, not for every service
+        declared = {v.name for v in desc.local_env} | {g.name for g in desc.global_env}
         refs: set[str] = set()
         for name, val in rendered.values.items():
             names = tuple(r.name for r in find_secret_refs(val.value))
             rendered.values[name] = EnvValue(name, val.value, val.origin, names)
             for r in names:
-                if r not in known:
+                if r not in known and name in declared:
                     ok = False
                     self._report_value(ms.name, val, f"`{name}` refers to secret `{r}`, which "
                                        f"service `{ms.name}` neither defines nor imports",
