@@ -17,7 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c "import veil, pytest, hypothesis, schemathesis, confluent_kafka, psycopg2, pkcs11" 2>/dev/null || [ "${VEIL_SETUP_FORCE:-}" = 1 ]; then
+if ! python3 -c "import veil, pytest, hypothesis, schemathesis, confluent_kafka, psycopg2, pkcs11, websocket" 2>/dev/null || [ "${VEIL_SETUP_FORCE:-}" = 1 ]; then
   echo "setup: installing Veil and its test dependencies (pip)"
   python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 fi
