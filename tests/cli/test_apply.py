@@ -67,22 +67,26 @@ def test_mesh_dry_run_prints_plan_with_secrets_masked(
         hello_recorded: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text(MESH)
-    code, out, _ = run(capsys, "apply", "-f", str(mesh), "--dry-run", "--mode", "debug",
-                       "-t", str(tmp_path / "t"))
+    code, out, err = run(capsys, "apply", "-f", str(mesh), "--dry-run", "--mode", "debug",
+                         "-t", str(tmp_path / "t"))
     assert code == 0, out
     assert "  session hello/pythonapp  (service pythonapp, 4 variables" in out
     assert "mode debug" in out
     assert "s3cr3t-literal" not in out and "********" in out
     assert "$$SCONE::password$$" in out  # a reference is shown, it is no secret
-    assert str(tmp_path / "t" / "helm") in out
+    assert str(tmp_path / "t" / "policies") in out
+    assert "could not compare with CAS" in err
+    written = (tmp_path / "t" / "policies" / "pythonapp.json").read_text()
+    assert "s3cr3t-literal" not in written and "$$SCONE::password$$" in written
 
 
-def test_mesh_without_dry_run_is_an_honest_operational_error(
+def test_mesh_apply_without_a_known_cas_key_sends_nothing(
         hello_recorded: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text(MESH)
     code, _, err = run(capsys, "apply", "-f", str(mesh))
-    assert code == 1 and "--dry-run" in err and "CAS" in err
+    assert code == 2 and "no key is known for the CAS at cas.example:8081" in err
+    assert "veil cas trust cas.example:8081 KEY" in err
 
 
 def test_unknown_image_lists_every_one_with_the_fix(

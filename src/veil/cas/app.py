@@ -20,7 +20,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from veil import __version__
-from veil.cas import attest, http_errors, pki, sessions
+from veil.cas import attest, batch, http_errors, pki, sessions
 from veil.cas.core import Cas, Refusal, now_iso
 from veil.cas.state import CasFiles, load_keyring
 from veil.cas.store import clients, make_engine, make_reader, write_gate
@@ -87,6 +87,18 @@ class SessionWritten(BaseModel):
     name: str
     version: int
     hash: str
+
+
+class CurrentRequest(_In):
+    names: list[Name] = Field(max_length=batch.MAX_SESSIONS)
+
+
+class TransactionRequest(_In):
+    sessions: list[dict[str, Any]] = Field(max_length=batch.MAX_SESSIONS)
+
+
+class TransactionWritten(BaseModel):
+    written: list[SessionWritten]
 
 
 def _identity(request: Request) -> str | None:
@@ -162,6 +174,23 @@ def create_app(cas: Cas) -> FastAPI:
             raise Refusal(422, f"the document names session {doc.name!r}, the path {name!r}")
         info = sessions.update(cas, namespace, doc, _identity(request))
         return SessionWritten(**info.__dict__)
+
+    @app.post("/v1/namespaces/{namespace}/current")
+    def current_sessions(
+        namespace: Name, body: CurrentRequest, request: Request
+    ) -> dict[str, dict[str, Any] | None]:
+        """The current version of each named session, null where none exists."""
+        return batch.current(cas, namespace, body.names, _identity(request))
+
+    @app.post("/v1/namespaces/{namespace}/transaction", response_model=TransactionWritten)
+    def transaction(namespace: Name, body: TransactionRequest, request: Request
+                    ) -> TransactionWritten:
+        """Create (no predecessor) or update (predecessor = current hash) every session in one
+        transaction: all of them or none; a refusal names the session."""
+        docs = [session_from_data(d, file=f"request body, sessions[{i}]")
+                for i, d in enumerate(body.sessions)]
+        infos = batch.commit(cas, namespace, docs, _identity(request))
+        return TransactionWritten(written=[SessionWritten(**i.__dict__) for i in infos])
 
     @app.get("/v1/namespaces/{namespace}/sessions/{name}")
     def read_session(namespace: Name, name: Name, request: Request) -> dict[str, Any]:

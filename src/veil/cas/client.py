@@ -200,5 +200,16 @@ class CasClient:
     def read_session(self, namespace: str, name: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/namespaces/{namespace}/sessions/{name}"))
 
+    def current(self, namespace: str, names: list[str]) -> dict[str, dict[str, Any] | None]:
+        """The current version of each named session (None where there is none)."""
+        return dict(self._call("POST", f"/v1/namespaces/{namespace}/current",
+                               json={"names": names}))
+
+    def transaction(self, namespace: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Create or update every document at once: all of them or none."""
+        out = self._call("POST", f"/v1/namespaces/{namespace}/transaction",
+                         json={"sessions": documents})
+        return list(out["written"])
+
     def history(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/v1/namespaces/{namespace}/sessions/{name}/history"))

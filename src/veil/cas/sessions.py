@@ -22,7 +22,18 @@ from veil.cas.secrets import Material, external_problem, fingerprint, generate, 
 from veil.cas.store import namespaces, secrets_t, session_heads, session_versions
 from veil.session.model import SecretDef, SessionDoc, session_hash
 
-__all__ = ["SessionInfo", "create", "history", "read", "update"]
+__all__ = [
+    "Prepared",
+    "SessionInfo",
+    "create",
+    "create_in",
+    "history",
+    "prepare_create",
+    "prepare_update",
+    "read",
+    "update",
+    "update_in",
+]
 
 
 @dataclass(frozen=True)
@@ -95,8 +106,15 @@ def _plan_secrets(
     return writes, removed
 
 
-def check_imports(conn: Connection, cas: Cas, namespace: str, doc: SessionDoc) -> list[str]:
-    """Reasons why an import is not allowed (the exporting session must export to us)."""
+def check_imports(
+    conn: Connection,
+    cas: Cas,
+    namespace: str,
+    doc: SessionDoc,
+    pending: dict[str, SessionDoc] | None = None,
+) -> list[str]:
+    """Reasons why an import is not allowed (the exporting session must export to us).
+    `pending` (`namespace/name` -> document) holds sessions this transaction already wrote."""
     problems: list[str] = []
     for s in doc.secrets:
         if s.import_ is None:
@@ -104,6 +122,10 @@ def check_imports(conn: Connection, cas: Cas, namespace: str, doc: SessionDoc) -
         src_ns, _, src_name = s.import_.session.rpartition("/")
         src_ns = src_ns or namespace
         secret_name = s.import_.secret or s.name
+        src = (pending or {}).get(f"{src_ns}/{src_name}")
+        if src is not None:
+            problems.extend(_export_problem(s.name, src, src_ns, secret_name, namespace, doc))
+            continue
         row = conn.execute(
             select(session_heads.c.hash).where(
                 session_heads.c.namespace == src_ns, session_heads.c.name == src_name
@@ -113,16 +135,23 @@ def check_imports(conn: Connection, cas: Cas, namespace: str, doc: SessionDoc) -
             problems.append(f"secret {s.name!r}: session {src_ns}/{src_name} does not exist")
             continue
         src = cas.document(Head(src_ns, src_name, 0, row.hash, ""))
-        d = src.secret(secret_name)
-        ok = d is not None and any(
-            t.session == doc.name and (t.namespace or src_ns) == namespace for t in d.export
-        )
-        if not ok:
-            problems.append(
-                f"secret {s.name!r}: {src_ns}/{src_name} does not export {secret_name!r} "
-                f"to {namespace}/{doc.name}"
-            )
+        problems.extend(_export_problem(s.name, src, src_ns, secret_name, namespace, doc))
     return problems
+
+
+def _export_problem(
+    name: str, src: SessionDoc, src_ns: str, secret_name: str, namespace: str, doc: SessionDoc
+) -> list[str]:
+    d = src.secret(secret_name)
+    ok = d is not None and any(
+        t.session == doc.name and (t.namespace or src_ns) == namespace for t in d.export
+    )
+    if ok:
+        return []
+    return [
+        f"secret {name!r}: {src_ns}/{src.name} does not export {secret_name!r} "
+        f"to {namespace}/{doc.name}"
+    ]
 
 
 def _write(
@@ -178,55 +207,87 @@ def _deny(cas: Cas, status: int, reason: str, **fields: Any) -> Refusal:
     return Refusal(status, reason)
 
 
-def create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> SessionInfo:
+@dataclass(frozen=True)
+class Prepared:
+    """A checked create or update with its secrets generated, ready to be written."""
+
+    namespace: str
+    doc: SessionDoc
+    hash: str
+    writes: dict[str, tuple[str, str, bytes]]
+    removed: set[str]
+    head: Head | None  # the version an update replaces; None for a create
+
+
+def prepare_create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> Prepared:
     where = {"namespace": namespace, "session": doc.name, "actor": identity}
     if identity is None:
         raise _deny(cas, 401, "creating a session needs a registered client certificate", **where)
     if doc.predecessor is not None:
         raise Refusal(422, "a new session has no predecessor; leave `predecessor` out")
     writes, _ = _plan_secrets(cas, namespace, doc)
-    h = session_hash(doc)
+    return Prepared(namespace, doc, session_hash(doc), writes, set(), None)
+
+
+def create_in(
+    conn: Connection,
+    cas: Cas,
+    p: Prepared,
+    identity: str,
+    pending: dict[str, SessionDoc] | None = None,
+) -> SessionInfo:
+    """Write a prepared create inside the caller's transaction; `pending` holds sessions the
+    same transaction wrote before (an import may name them)."""
+    namespace, doc, h = p.namespace, p.doc, p.hash
+    owner = conn.execute(
+        select(namespaces.c.owner).where(namespaces.c.name == namespace)
+    ).scalar_one_or_none()
+    if owner is None:
+        conn.execute(insert(namespaces).values(name=namespace, owner=identity, created=now_iso()))
+    elif owner != identity:
+        raise Refusal(403, f"namespace {namespace!r} belongs to another client")
+    if conn.execute(
+        select(session_heads.c.hash).where(
+            session_heads.c.namespace == namespace, session_heads.c.name == doc.name
+        )
+    ).first():
+        raise Refusal(
+            409,
+            f"session {namespace}/{doc.name} exists; update it with "
+            "its current hash as predecessor",
+        )
+    problems = check_imports(conn, cas, namespace, doc, pending)
+    if problems:
+        raise Refusal(422, "; ".join(problems))
+    conn.execute(
+        insert(session_heads).values(
+            namespace=namespace, name=doc.name, version=1, hash=h, creator=identity
+        )
+    )
+    _store_version(conn, namespace, doc, 1, h, identity)
+    _write(conn, namespace, doc, p.writes, set())
+    audit.append(
+        conn,
+        cas.keys.audit,
+        "create",
+        outcome="ok",
+        hash=h,
+        version=1,
+        secrets=sorted(p.writes),
+        namespace=namespace,
+        session=doc.name,
+        actor=identity,
+    )
+    return SessionInfo(namespace, doc.name, 1, h)
+
+
+def create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> SessionInfo:
+    where = {"namespace": namespace, "session": doc.name, "actor": identity}
+    p = prepare_create(cas, namespace, doc, identity)
+    assert identity is not None
     try:
         with cas.write() as conn:
-            owner = conn.execute(
-                select(namespaces.c.owner).where(namespaces.c.name == namespace)
-            ).scalar_one_or_none()
-            if owner is None:
-                conn.execute(
-                    insert(namespaces).values(name=namespace, owner=identity, created=now_iso())
-                )
-            elif owner != identity:
-                raise Refusal(403, f"namespace {namespace!r} belongs to another client")
-            if conn.execute(
-                select(session_heads.c.hash).where(
-                    session_heads.c.namespace == namespace, session_heads.c.name == doc.name
-                )
-            ).first():
-                raise Refusal(
-                    409,
-                    f"session {namespace}/{doc.name} exists; update it with "
-                    "its current hash as predecessor",
-                )
-            problems = check_imports(conn, cas, namespace, doc)
-            if problems:
-                raise Refusal(422, "; ".join(problems))
-            conn.execute(
-                insert(session_heads).values(
-                    namespace=namespace, name=doc.name, version=1, hash=h, creator=identity
-                )
-            )
-            _store_version(conn, namespace, doc, 1, h, identity)
-            _write(conn, namespace, doc, writes, set())
-            audit.append(
-                conn,
-                cas.keys.audit,
-                "create",
-                outcome="ok",
-                hash=h,
-                version=1,
-                secrets=sorted(writes),
-                **where,
-            )
+            return create_in(conn, cas, p, identity)
     except IntegrityError:
         raise _deny(
             cas, 409, f"session {namespace}/{doc.name} was created concurrently", **where
@@ -234,10 +295,9 @@ def create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> S
     except Refusal as r:
         cas.audit_event("denied", outcome="denied", reason=r.reason, op="create", **where)
         raise
-    return SessionInfo(namespace, doc.name, 1, h)
 
 
-def update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> SessionInfo:
+def prepare_update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> Prepared:
     where = {"namespace": namespace, "session": doc.name, "actor": identity}
     head = cas.head(namespace, doc.name)
     if head is None:
@@ -255,47 +315,66 @@ def update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> S
             **where,
         )
     writes, removed = _plan_secrets(cas, namespace, doc)
-    h = session_hash(doc)
+    return Prepared(namespace, doc, session_hash(doc), writes, removed, head)
+
+
+def update_in(
+    conn: Connection,
+    cas: Cas,
+    p: Prepared,
+    identity: str | None,
+    pending: dict[str, SessionDoc] | None = None,
+) -> SessionInfo:
+    """Write a prepared update inside the caller's transaction (see `create_in`)."""
+    namespace, doc, h, head = p.namespace, p.doc, p.hash, p.head
+    assert head is not None
+    problems = check_imports(conn, cas, namespace, doc, pending)
+    if problems:
+        raise Refusal(422, "; ".join(problems))
+    won = conn.execute(
+        sql_update(session_heads)
+        .where(
+            and_(
+                session_heads.c.namespace == namespace,
+                session_heads.c.name == doc.name,
+                session_heads.c.hash == doc.predecessor,
+            )
+        )
+        .values(version=head.version + 1, hash=h)
+    ).rowcount
+    if won != 1:
+        raise Refusal(
+            409,
+            "another update of this version won; read the session again and retry with its hash",
+        )
+    _store_version(conn, namespace, doc, head.version + 1, h, identity or "")
+    _write(conn, namespace, doc, p.writes, p.removed)
+    audit.append(
+        conn,
+        cas.keys.audit,
+        "update",
+        outcome="ok",
+        hash=h,
+        version=head.version + 1,
+        secrets=sorted(p.writes),
+        namespace=namespace,
+        session=doc.name,
+        actor=identity,
+    )
+    return SessionInfo(namespace, doc.name, head.version + 1, h)
+
+
+def update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> SessionInfo:
+    where = {"namespace": namespace, "session": doc.name, "actor": identity}
+    p = prepare_update(cas, namespace, doc, identity)
     try:
         with cas.write() as conn:
-            problems = check_imports(conn, cas, namespace, doc)
-            if problems:
-                raise Refusal(422, "; ".join(problems))
-            won = conn.execute(
-                sql_update(session_heads)
-                .where(
-                    and_(
-                        session_heads.c.namespace == namespace,
-                        session_heads.c.name == doc.name,
-                        session_heads.c.hash == doc.predecessor,
-                    )
-                )
-                .values(version=head.version + 1, hash=h)
-            ).rowcount
-            if won != 1:
-                raise Refusal(
-                    409,
-                    "another update of this version won; read the session "
-                    "again and retry with its hash",
-                )
-            _store_version(conn, namespace, doc, head.version + 1, h, identity or "")
-            _write(conn, namespace, doc, writes, removed)
-            audit.append(
-                conn,
-                cas.keys.audit,
-                "update",
-                outcome="ok",
-                hash=h,
-                version=head.version + 1,
-                secrets=sorted(writes),
-                **where,
-            )
+            return update_in(conn, cas, p, identity)
     except IntegrityError:
         raise _deny(cas, 409, "another update of this version won", op="update", **where) from None
     except Refusal as r:
         cas.audit_event("denied", outcome="denied", reason=r.reason, op="update", **where)
         raise
-    return SessionInfo(namespace, doc.name, head.version + 1, h)
 
 
 def _readable(cas: Cas, namespace: str, name: str, identity: str | None, op: str) -> Head:

@@ -68,7 +68,7 @@ _SERVICE_ONLY = {"--helm-template": "-h/--helm-template", "--no-push": "--no-pus
 _MESH_ONLY = {
     "--release": "--release", "--release-version": "--release-version",
     "--no-pull": "--no-pull", "--output": "-o/--output", "--policy-namespace":
-    "--policy-namespace",
+    "--policy-namespace", "--diff": "--diff",
 }
 
 

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from veil.cli._app import state
 from veil.cli._apply_service import apply_service
 from veil.cli._mesh import descriptions_for, print_warnings
+from veil.cli._mesh_result import show_result
 from veil.cli._options import (
     ApplyOptions,
     Mode,
@@ -27,16 +27,14 @@ from veil.cli._options import (
     version_warning,
 )
 from veil.cli._output import write_output
-from veil.errors import OperationalError, UserError
+from veil.deploy.chart.names import RELEASE_RE, release_name
+from veil.errors import UserError
 from veil.manifest.load import Loaded, load_document, read_manifest
 from veil.manifest.models import GenService, Mesh
-from veil.manifest.tolerance import parse_tolerance
 from veil.resolve.defaults import print_defaults
-from veil.resolve.env import ResolvedMesh, resolve_mesh
-from veil.resolve.explain import env_rows
 from veil.resolve.service_defaults import service_defaults
 
-__all__ = ["register"]
+__all__ = ["register", "release_name"]
 
 
 _SERVICE = "Service manifest"
@@ -83,6 +81,8 @@ def apply(
         help="Take service descriptions from the local index only, never a registry."),
     output: Output = typer.Option("helm_chart", "-o", "--output", help="helm_chart or yaml.",
                                   rich_help_panel=_MESH),
+    diff: bool = typer.Option(False, "--diff", rich_help_panel=_MESH,
+                              help="Print what would change in CAS, per session, and stop."),
     policy_namespace: str | None = typer.Option(
         None, "--policy-namespace", metavar="NS", rich_help_panel=_MESH,
         help="CAS namespace of the sessions (instead of policy.namespace)."),
@@ -102,7 +102,7 @@ def apply(
                         "--signing-online": signing_online,
                         "--signing-k8scontext": signing_k8scontext})
     given = _given(ctx)
-    if release is not None and not (len(release) <= 53 and _RELEASE_RE.fullmatch(release)):
+    if release is not None and not (len(release) <= 53 and RELEASE_RE.fullmatch(release)):
         raise UserError(f"--release {release!r} is not a Helm release name",
                         hint="lower-case letters, digits, - and . ; at most 53 characters")
     _check_host_pwd(host_pwd)
@@ -142,7 +142,7 @@ def apply(
         return
     if out is not None:
         raise UserError("--file names the output of --print-defaults; add --print-defaults")
-    _apply_mesh(doc, options)
+    _apply_mesh(doc, options, diff)
 
 
 def _given(ctx: typer.Context) -> frozenset[str]:
@@ -189,28 +189,20 @@ def _write(text: str, out: Path | None) -> None:
         state.info(f"wrote {out}")
 
 
-# Helm's rule for release names (a DNS subdomain of at most 53 characters)
-_RELEASE_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+def _apply_mesh(doc: Loaded, options: ApplyOptions, diff: bool) -> None:
+    from veil.mesh import IndexThenRegistry, MeshOptions, apply_mesh
 
-
-def release_name(namespace: str) -> str:
-    """The default release: the namespace in the form Helm accepts (`my_App` → `my-app`)."""
-    name = re.sub(r"[^a-z0-9.-]+", "-", namespace.lower())
-    name = re.sub(r"-*\.-*", ".", name).strip(".-")[:53].strip(".-")
-    return name or "veil"
-
-
-def _apply_mesh(doc: Loaded, options: ApplyOptions) -> None:
     if options.policy_namespace is not None:
         _override_namespace(doc, options.policy_namespace)
-    descriptions, origins = descriptions_for(doc, pull=options.pull)
-    resolved = resolve_mesh(doc, descriptions, service_origins=origins)
-    if not options.dry_run:
-        raise OperationalError(
-            "uploading sessions to CAS and writing the Helm chart are not part of this "
-            "version of `veil apply` yet; the mesh is valid and fully resolved",
-            hint=f"run `veil apply -f {doc.file} --dry-run` to see what would be done")
-    _show_plan(doc, resolved, options)
+    opts = MeshOptions(mode=options.mode, release=options.release, target=options.target,
+                       output=options.output, dry_run=options.dry_run, diff_only=diff,
+                       release_version=options.release_version,
+                       app_version=options.set_version)
+    lookup = IndexThenRegistry(debug=state.debug, pull=options.pull)
+    with state.err.status("applying the mesh") as status:
+        result = apply_mesh(doc, opts, descriptions=lookup,
+                            progress=lambda _stage, msg: status.update(msg))
+    show_result(doc, result, diff=diff)
 
 
 def _override_namespace(doc: Loaded, namespace: str) -> None:
@@ -224,57 +216,6 @@ def _override_namespace(doc: Loaded, namespace: str) -> None:
 
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-
-
-def _security_cas(mesh: Mesh) -> tuple[str, str, str | None]:
-    for c in mesh.cas:
-        if "security" in c.alias:
-            return c.name, c.cas_url, c.tolerance
-    c = mesh.cas[0]
-    return c.name, c.cas_url, c.tolerance
-
-
-def _show_plan(doc: Loaded, resolved: ResolvedMesh, options: ApplyOptions) -> None:
-    mesh: Mesh = doc.model
-    out = state.console
-    cas_name, cas_url, tolerance = _security_cas(mesh)
-    tol = parse_tolerance(tolerance)
-    out.print(f"mesh {doc.file}: {len(resolved.services)} service(s), "
-              f"namespace [bold]{resolved.namespace}[/bold], mode {options.mode}")
-    out.print(f"sessions go to CAS [bold]{cas_name}[/bold] at {cas_url}")
-    if tol.testing_only or tol.tolerate:
-        flags = [n for n, on in (("trust-any", tol.trust_any), ("debug", tol.debug),
-                                 ("ignore-signer", tol.ignore_signer)) if on]
-        out.print(f"  tolerance: {', '.join([*flags, *tol.tolerate])}"
-                  + ("  [yellow](testing only)[/yellow]" if tol.testing_only else ""))
-    table = Table(title="services", show_lines=False)
-    for col in ("service", "image", "session", "secrets"):
-        table.add_column(col, overflow="fold")
-    for s in resolved.services.values():
-        table.add_row(s.name, s.image, f"{resolved.namespace}/{s.session}",
-                      ", ".join(s.secret_refs) or "-")
-    out.print(table)
-    for s in resolved.services.values():
-        env = Table(title=f"environment of {s.name}")
-        for col in ("name", "value", "origin", "program"):
-            env.add_column(col, overflow="fold")
-        for row in env_rows(s):
-            env.add_row(row.name, row.value, row.origin, "yes" if row.program else "no")
-        out.print(env)
-    where = options.target / ("helm" if options.output == "helm_chart" else "manifests")
-    release = options.release or release_name(mesh.policy.namespace)
-    out.print(f"would upload {len(resolved.services)} session(s) to CAS {cas_name} "
-              f"({cas_url}):", soft_wrap=True)
-    for s in resolved.services.values():
-        out.print(f"  session {resolved.namespace}/{s.session}  (service {s.name}, "
-                  f"{len(s.program_env)} variables, {len(s.injection_files)} injection files)",
-                  soft_wrap=True)
-    version = "" if options.release_version is None else \
-        f", release version {options.release_version}"
-    out.print(f"would write {'a Helm chart' if options.output == 'helm_chart' else 'manifests'}"
-              f" to {where}/ (release {release}{version})", soft_wrap=True)
-    if options.set_version is not None:
-        out.print(f"recorded: --set-version {options.set_version}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,104 @@
+"""Several sessions of one namespace at once: read their current versions, and write them all
+or none (one database transaction).
+
+A mesh apply writes every session of a mesh here. Each document is a create (no predecessor)
+or an update (predecessor = the hash of the current version); the checks are those of a single
+create or update, and the first refusal rolls the whole transaction back and names its session.
+An import may name a session the same transaction writes before it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from veil.cas.core import Cas, Refusal, allowed
+from veil.cas.sessions import (
+    Prepared,
+    SessionInfo,
+    create_in,
+    prepare_create,
+    prepare_update,
+    update_in,
+)
+from veil.session.model import SessionDoc
+
+__all__ = ["MAX_SESSIONS", "commit", "current"]
+
+MAX_SESSIONS = 5000
+
+
+def _named(namespace: str, name: str, r: Refusal) -> Refusal:
+    reason = f"session {namespace}/{name}: {r.reason}"
+    return Refusal(r.status, reason, **{**r.extra, "session": name})
+
+
+def current(
+    cas: Cas, namespace: str, names: list[str], identity: str | None
+) -> dict[str, dict[str, Any] | None]:
+    """The current version of each named session (None where it does not exist)."""
+    if len(names) > MAX_SESSIONS:
+        raise Refusal(422, f"at most {MAX_SESSIONS} sessions per request")
+    out: dict[str, dict[str, Any] | None] = {}
+    for name in names:
+        head = cas.head(namespace, name)
+        if head is None:
+            out[name] = None
+            continue
+        doc = cas.document(head)
+        if not allowed(doc.access_policy.read, identity, head.creator):
+            reason = f"not allowed to read {namespace}/{name}"
+            cas.audit_event(
+                "denied", outcome="denied", reason=reason, namespace=namespace,
+                session=name, actor=identity, op="read",
+            )
+            raise Refusal(403, reason, session=name)
+        out[name] = {"version": head.version, "hash": head.hash, "session": doc.canonical()}
+    cas.audit_event(
+        "read", outcome="ok", namespace=namespace, session="*", actor=identity, op="current",
+        sessions=sorted(names),
+    )
+    return out
+
+
+def commit(
+    cas: Cas, namespace: str, docs: list[SessionDoc], identity: str | None
+) -> list[SessionInfo]:
+    """Create or update every document in one transaction; all of them or none."""
+    if identity is None:
+        raise Refusal(401, "writing sessions needs a registered client certificate")
+    if len(docs) > MAX_SESSIONS:
+        raise Refusal(422, f"at most {MAX_SESSIONS} sessions per transaction")
+    seen: set[str] = set()
+    for doc in docs:
+        if doc.name in seen:
+            raise Refusal(422, f"session {namespace}/{doc.name} appears twice")
+        seen.add(doc.name)
+    prepared: list[Prepared] = []
+    for doc in docs:
+        try:
+            prepare = prepare_update if doc.predecessor is not None else prepare_create
+            prepared.append(prepare(cas, namespace, doc, identity))
+        except Refusal as r:
+            raise _named(namespace, doc.name, r) from None
+    where = {"namespace": namespace, "actor": identity, "op": "transaction"}
+    name = ""
+    try:
+        with cas.write() as conn:
+            pending: dict[str, SessionDoc] = {}
+            out: list[SessionInfo] = []
+            for p in prepared:
+                name = p.doc.name
+                write = update_in if p.head is not None else create_in
+                out.append(write(conn, cas, p, identity, pending))
+                pending[f"{namespace}/{name}"] = p.doc
+    except IntegrityError:
+        reason = f"session {namespace}/{name} was written concurrently; nothing was changed"
+        cas.audit_event("denied", outcome="denied", reason=reason, session=name, **where)
+        raise Refusal(409, reason, session=name) from None
+    except Refusal as r:
+        named = _named(namespace, name, r)
+        cas.audit_event("denied", outcome="denied", reason=named.reason, session=name, **where)
+        raise named from None
+    return out

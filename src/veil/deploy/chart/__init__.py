@@ -1,0 +1,1 @@
+"""The Helm chart of a mesh: pure data (values, templates) → files."""
