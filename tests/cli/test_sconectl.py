@@ -314,8 +314,8 @@ def test_no_pull_asks_no_registry(work: Path, capsys: pytest.CaptureFixture[str]
 def test_hints_name_the_program_as_invoked(recorded: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "apply", "-f", "mesh.yaml", prog="sconectl")
-    assert code == 1
-    assert "hint: run `sconectl apply -f mesh.yaml --dry-run`" in err
+    assert code == 2  # no CAS key known: nothing is sent
+    assert "`sconectl cas trust cas.example:8081 KEY`" in err
     assert "`veil " not in err
 
 

@@ -72,8 +72,7 @@ def show_result(doc: Loaded, result: MeshResult, *, diff: bool = False) -> None:
     if result.dry_run and not diff:
         _environments(result)
     if result.cas_unreachable:
-        state.err.print(f"could not compare with CAS: {result.cas_unreachable}",
-                        style="yellow", soft_wrap=True, markup=False)
+        _say(f"could not compare with CAS: {result.cas_unreachable}")
     verb = "would upload" if result.dry_run else "uploaded"
     if result.dry_run and result.cas_unreachable:
         _say(f"{verb} {len(result.sessions)} session(s) to CAS {result.cas_name} "
@@ -105,9 +104,17 @@ def show_result(doc: Loaded, result: MeshResult, *, diff: bool = False) -> None:
         _say(("would be: " if result.dry_run else "") + (summary or "no sessions"))
     if result.policies_dir is not None:
         _say(f"wrote the sessions (no secret values) to {result.policies_dir}/")
+    version = ("" if result.release_version is None
+               else f", release version {result.release_version}")
     if result.chart_dir is not None:
-        _say(f"wrote the Helm chart to {result.chart_dir}/ (release {result.release})")
+        _say(f"wrote the Helm chart to {result.chart_dir}/ (release {result.release}{version})")
     if result.manifests_dir is not None:
-        _say(f"wrote the rendered objects to {result.manifests_dir}/")
+        _say(f"wrote manifests to {result.manifests_dir}/ (release {result.release}{version})")
+    if result.chart_dir is None and result.dry_run and not diff:
+        where = result.target / ("helm" if result.output == "helm_chart" else "manifests")
+        what = "a Helm chart" if result.output == "helm_chart" else "manifests"
+        _say(f"would write {what} to {where}/ (release {result.release}{version})")
+    if result.app_version is not None:
+        _say(f"recorded: --set-version {result.app_version}")
     if result.chart_dir is not None and not result.dry_run:
         _say(f"next: helm install {result.release} {result.chart_dir}")

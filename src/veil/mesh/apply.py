@@ -85,6 +85,10 @@ class MeshResult:
     chart_dir: Path | None = None
     manifests_dir: Path | None = None
     images: dict[str, str] = field(default_factory=dict)  # service -> image the chart runs
+    target: Path = Path("target")
+    output: Output = "helm_chart"
+    release_version: int | None = None
+    app_version: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     def config_id(self, service: str) -> str:
@@ -153,7 +157,9 @@ def apply_mesh(
         release=options.release or release_name(resolved.namespace),
         dry_run=options.dry_run or options.diff_only, cas_name=cas_entry.name,
         cas_addr=normalize_addr(addr), resolved=resolved,
-        images={s.name: _pinned(s.image, found[s.image]) for s in mesh.services})
+        images={s.name: _pinned(s.image, found[s.image]) for s in mesh.services},
+        target=options.target, output=options.output, release_version=options.release_version,
+        app_version=options.app_version)
     if not result.dry_run:
         unmeasured = [s.name for s in resolved.services.values()
                       if not s.description.measurement]

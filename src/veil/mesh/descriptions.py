@@ -66,7 +66,7 @@ class IndexThenRegistry:
                     origins = origins_of_service(load_genservice(entry.source))
             return Found(entry.description, entry.digest, origins)
         if not self.pull:
-            return "not in the local index, and the registry was not asked (--no-pull)"
+            return "not in the local index, and from the registry: not asked (--no-pull)"
         self.debug(f"{image}: not in the local index; asking its registry")
         from veil.image.describe import description_from_registry  # httpx: load when needed
 
