@@ -1,0 +1,3 @@
+from tests.image.support import registry
+
+__all__ = ["registry"]
