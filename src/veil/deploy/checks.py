@@ -101,8 +101,11 @@ def predeploy(loaded: LoadedDeployment, images: Images, *, teams: Teams | None =
     # 3. environment by phase
     reads: list[Read] = []
     if dep.code is not None:
-        code = (loaded.base_dir / dep.code).resolve()
-        if not code.exists():
+        code = loaded.path(dep.code)
+        if code is None:
+            problem("the path leaves the deployments folder", ("code",), value=dep.code,
+                    allowed=f"a path inside {loaded.base_dir}")
+        elif not code.exists():
             problem(f"no such file or folder: {code}", ("code",), value=dep.code,
                     allowed="the program's source folder (relative to the deployment file)")
         else:
@@ -123,6 +126,10 @@ def predeploy(loaded: LoadedDeployment, images: Images, *, teams: Teams | None =
     if report.image is not None and not report.errors:
         report.values = chart_values(loaded, report)
         report.chart_dir = _chart_dir(loaded)
+        if report.chart_dir is None:
+            problem("the path leaves the deployments folder", ("chart", "path"),
+                    value=dep.chart.path, allowed=f"a path inside {loaded.base_dir}")
+            return report
         try:
             report.objects = render_chart(report.chart_dir, report.values, release=dep.app,
                                           namespace=dep.team)
@@ -243,12 +250,12 @@ def chart_values(loaded: LoadedDeployment, report: Report) -> dict[str, Any]:
     return values
 
 
-def _chart_dir(loaded: LoadedDeployment) -> Path:
+def _chart_dir(loaded: LoadedDeployment) -> Path | None:
     chart = loaded.model.chart
     if chart.wrapper:
         return bundled_chart(WRAPPER_CHART)
     assert chart.path is not None
-    return (loaded.base_dir / chart.path).resolve()
+    return loaded.path(chart.path)
 
 
 def _pull_checks(loaded: LoadedDeployment, report: Report, problem: Any) -> None:

@@ -25,9 +25,17 @@ from pathlib import Path
 from veil.errors import OperationalError, UserError
 from veil.fsutil import atomic_write_text
 
-__all__ = ["Commit", "GitOpsRepo", "LogEntry"]
+__all__ = ["Commit", "GitOpsRepo", "LogEntry", "PushRejected", "RepositoryNotReady"]
 
 _IDENTITY = ("-c", "user.name=Veil", "-c", "user.email=veil@localhost")
+
+
+class RepositoryNotReady(UserError):
+    """The working copy has changes of someone else, a detached HEAD or an operation going on."""
+
+
+class PushRejected(OperationalError):
+    """The remote refused the push; the local commit was undone."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ class GitOpsRepo:
     def branch(self) -> str:
         proc = self._git("symbolic-ref", "-q", "--short", "HEAD", check=False)
         if proc.returncode != 0:
-            raise UserError(f"{self.path}: HEAD is detached",
+            raise RepositoryNotReady(f"{self.path}: HEAD is detached",
                             hint="check out the branch Argo CD follows, e.g. `git switch main`")
         return proc.stdout.strip()
 
@@ -123,12 +131,13 @@ class GitOpsRepo:
         git_dir = self.path / ".git"
         for marker in ("MERGE_HEAD", "rebase-merge", "rebase-apply", "CHERRY_PICK_HEAD"):
             if (git_dir / marker).exists():
-                raise UserError(f"{self.path}: a git merge, rebase or cherry-pick is in progress",
-                                hint="finish or abort it, then deploy again")
+                raise RepositoryNotReady(
+                    f"{self.path}: a git merge, rebase or cherry-pick is in progress",
+                    hint="finish or abort it, then deploy again")
         status = self._git("status", "--porcelain", "--untracked-files=all").stdout
         if status.strip():
             files = [line[3:] for line in status.splitlines()][:10]
-            raise UserError(
+            raise RepositoryNotReady(
                 f"the GitOps repository {self.path} has uncommitted changes: "
                 f"{', '.join(files)}",
                 hint="commit, stash or remove them; Veil commits only its own changes")
@@ -180,7 +189,7 @@ class GitOpsRepo:
         if proc.returncode != 0:
             why = " ".join(ln.strip() for ln in (proc.stderr + proc.stdout).splitlines()
                            if ln.strip() and not ln.startswith("To "))[-600:]
-            raise OperationalError(
+            raise PushRejected(
                 f"the remote {self.remote_name} refused the push of {branch}: {why}; "
                 "nothing was committed",
                 hint="if the remote has newer commits, `git pull --rebase` in the GitOps "

@@ -19,7 +19,11 @@ from veil.deploy.images import Images
 from veil.errors import UserError, VeilError
 from veil.image.reference import parse_reference
 
-__all__ = ["Revision", "find_app", "history", "rollback"]
+__all__ = ["Revision", "UnknownApp", "find_app", "history", "rollback"]
+
+
+class UnknownApp(UserError):
+    """No app of that name (in that team) in the GitOps repository."""
 
 
 @dataclass(frozen=True)
@@ -35,11 +39,11 @@ def find_app(repo: GitOpsRepo, app: str, team: str | None = None) -> tuple[str, 
     if team is not None:
         path = argo.Layout(team).app(app)
         if repo.read(path) is None:
-            raise UserError(f"team {team} has no app {app!r} in {repo.path}")
+            raise UnknownApp(f"team {team} has no app {app!r} in {repo.path}")
         return team, path
     found = sorted(p.parts[-3] for p in repo.path.glob(f"teams/*/apps/{app}.yaml"))
     if not found:
-        raise UserError(f"no app {app!r} in the GitOps repository {repo.path}",
+        raise UnknownApp(f"no app {app!r} in the GitOps repository {repo.path}",
                         hint="`veil deploy -f deployment.yaml` creates it")
     if len(found) > 1:
         raise UserError(f"teams {', '.join(found)} each have an app {app!r}",

@@ -22,6 +22,14 @@ class LoadedDeployment:
     file: str
     positions: Positions | None  # None for a request body
     base_dir: Path  # where relative paths (`code`, `chart.path`) start
+    confined: bool = False  # paths must stay inside base_dir (a request from the network)
+
+    def path(self, rel: str) -> Path | None:
+        """`rel` resolved against base_dir; None when a confined deployment's path leaves it."""
+        path = (self.base_dir / rel).resolve()
+        if self.confined and path != self.base_dir and self.base_dir not in path.parents:
+            return None
+        return path
 
     def problem(self, message: str, path: tuple[str | int, ...], **kw: Any) -> Problem:
         """A problem pointing at `path` in the document (its line when it came from a file)."""
@@ -57,8 +65,9 @@ def load_deployment(path: Path, text: str | None = None) -> LoadedDeployment:
 
 def parse_deployment(data: Deployment, *, base_dir: Path, file: str = "request") -> \
         LoadedDeployment:
-    """A deployment that arrived already validated (a request body)."""
-    return LoadedDeployment(data, file, None, base_dir)
+    """A deployment that arrived already validated (a request body): its paths may not leave
+    `base_dir`."""
+    return LoadedDeployment(data, file, None, base_dir.resolve(), confined=True)
 
 
 def load_teams(gitops_dir: Path) -> tuple[Teams, Positions]:
