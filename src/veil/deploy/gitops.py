@@ -187,8 +187,7 @@ class GitOpsRepo:
         proc = self._git("push", "--porcelain", self.remote_name,
                          f"HEAD:refs/heads/{branch}", check=False)
         if proc.returncode != 0:
-            why = " ".join(ln.strip() for ln in (proc.stderr + proc.stdout).splitlines()
-                           if ln.strip() and not ln.startswith("To "))[-600:]
+            why = "; ".join(_push_reasons(proc.stderr + proc.stdout))[-600:] or "no reason given"
             raise PushRejected(
                 f"the remote {self.remote_name} refused the push of {branch}: {why}; "
                 "nothing was committed",
@@ -212,3 +211,17 @@ class GitOpsRepo:
             while parent != self.path and parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
                 parent = parent.parent
+
+
+def _push_reasons(output: str) -> list[str]:
+    """What the remote said (hook output) and git's verdict per ref, without git's advice."""
+    out = []
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("remote:"):
+            text = line[len("remote:"):].strip()
+            if text:
+                out.append(text)
+        elif line.startswith("!") and "\t" in line:
+            out.append(line.split("\t")[-1].strip("[] "))
+    return list(dict.fromkeys(out))

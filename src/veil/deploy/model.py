@@ -52,7 +52,7 @@ class _Strict(BaseModel):
 
 def _name(value: str, what: str) -> str:
     if "--" in value:
-        raise ValueError(f"a {what} name has no '--' (Veil joins team and app with it)")
+        raise ValueError(f"the {what} name may not hold '--' (Veil joins team and app with it)")
     if value in RESERVED_NAMES:
         raise ValueError(f"{value!r} is reserved; choose another {what} name")
     return value

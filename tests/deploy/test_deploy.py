@@ -1,0 +1,211 @@
+"""`deploy`: a real registry, real git (with a bare remote to push to), Helm's engine.
+
+Every refusal leaves the GitOps repository exactly as it was: HEAD, every file, the remote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.support import ROLE, git
+from tests.deploy.world import World, make_world
+from veil.deploy.apply import PredeployFailed
+from veil.deploy.gitops import PushRejected, RepositoryNotReady
+from veil.deploy.render import pulled_images, render_chart
+from veil.deploy.schema import validate_object
+
+pytestmark = pytest.mark.integration
+helm_python = pytest.importorskip("helm_python")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+
+@pytest.fixture
+def world(tmp_path: Path, registry: str) -> World:
+    return make_world(tmp_path, registry)
+
+
+def test_deploy_writes_validated_applications_in_one_pushed_commit(world: World) -> None:
+    ref, digest = world.image("1")
+    side, side_digest = world.image("2", name="logship")
+    path = world.deployment(image=f"{ref}@{digest}", code=world.code(), alias="fraud",
+                            sidecars=[{"name": "logship", "image": side}])
+    before = world.snapshot()
+    done = world.deploy(path)
+    assert done.commit is not None and done.commit.pushed_to == "origin/main"
+    head, files, remote = world.snapshot()
+    assert git(world.repo, "rev-list", "--count", f"{before[0]}..HEAD").strip() == "1"
+    assert remote == head  # pushed
+    message = git(world.repo, "log", "-1", "--format=%B")
+    assert message.startswith(f"deploy ml/fraud-v1: image {ref}@{digest}")
+    assert "alias fraud → fraud-v1" in message
+    assert "team ml: AppProject and namespace Application created" in message
+
+    app = world.load("teams/ml/apps/fraud-v1.yaml")
+    for rel in ("teams/ml/apps/fraud-v1.yaml", "teams/ml/aliases/fraud.yaml",
+                "teams/ml/project.yaml", "teams/ml/namespace.yaml"):
+        assert validate_object(world.load(rel), file=rel) == []
+    values = app["spec"]["source"]["helm"]["valuesObject"]
+    assert values["image"] == {"repository": ref.rsplit(":", 1)[0], "tag": "1",
+                               "digest": digest}
+    assert values["serviceAccount"]["annotations"] == {"eks.amazonaws.com/role-arn": ROLE}
+    assert app["spec"]["source"]["repoURL"] == str(world.remote)
+    assert app["spec"]["project"] == "ml"
+    # what Argo CD would render from the repository: pinned images, the role, all valid
+    objects = render_chart(world.repo / app["spec"]["source"]["path"], values,
+                           release="fraud-v1", namespace="ml")
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    assert {img for _, _, img in pulled_images(objects)} == {
+        f"{ref.rsplit(':', 1)[0]}@{digest}", f"{side.rsplit(':', 1)[0]}@{side_digest}"}
+    ns = world.load("teams/ml/namespace/namespace.yaml")
+    kubernetes_validate.validate(ns, "1.30.0", strict=True)
+
+
+def test_same_deployment_again_commits_nothing(world: World) -> None:
+    ref, digest = world.image("1")
+    path = world.deployment(image=f"{ref}@{digest}")
+    world.deploy(path)
+    before = world.snapshot()
+    assert world.deploy(path).commit is None
+    assert world.snapshot() == before
+
+
+def test_moving_the_alias_is_a_one_line_change(world: World) -> None:
+    ref1, d1 = world.image("1")
+    ref2, d2 = world.image("2")
+    world.deploy(world.deployment(image=f"{ref1}@{d1}", alias="fraud"))
+    world.deploy(world.deployment(app="fraud-v2", image=f"{ref2}@{d2}", alias="fraud"))
+    diff = git(world.repo, "diff", "--unified=0", "HEAD~1", "HEAD", "--",
+               "teams/ml/aliases/fraud.yaml")
+    changed = [ln for ln in diff.splitlines()
+               if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    assert changed == ["-        target: fraud-v1", "+        target: fraud-v2"]
+    # the team's project and namespace were written once, not again
+    stat = git(world.repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert "teams/ml/namespace.yaml" not in stat and "teams/ml/project.yaml" not in stat
+
+
+def test_every_failed_check_is_listed_together_and_nothing_is_written(world: World) -> None:
+    ref, digest = world.image("1", env={})
+    path = world.deployment(
+        team="nobody", image=f"{ref}@{digest}", code=world.code(), env={},
+        sidecars=[{"name": "gone", "image": f"{world.registry}/{world.ns}/nope:1"}])
+    before = world.snapshot()
+    with pytest.raises(PredeployFailed) as info:
+        world.deploy(path)
+    text = "\n".join(p.render() for p in info.value.problems)
+    assert "deployment.yaml:1:7: error at team: unknown team" in text and "allowed: ml, web" in text
+    assert "sidecar gone" in text and "has no tag '1'" in text
+    assert "MODEL_URL is read by model.py:2 (os.environ[...])" in text
+    assert "VEIL_ENTRYPOINT is read by wrapper" in text
+    assert info.value.exit_code == 2
+    assert world.snapshot() == before
+
+
+def test_a_tag_moved_since_the_build_is_refused(world: World) -> None:
+    ref, built = world.image("1")
+    _, moved = world.image("1")  # someone pushed another image under the same tag
+    assert moved != built
+    before = world.snapshot()
+    with pytest.raises(PredeployFailed) as info:
+        world.deploy(world.deployment(image=f"{ref}@{built}"))
+    (problem,) = info.value.problems
+    assert "moved since the build" in problem.message
+    assert moved in problem.message and built in problem.message
+    assert world.snapshot() == before
+
+
+def test_a_chart_that_does_not_render_is_refused(world: World) -> None:
+    ref, digest = world.image("1")
+    chart = world.tmp / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: broken\nversion: 0.1.0\n")
+    (chart / "templates" / "x.yaml").write_text("{{ .Values.nope.deeper }}\n")
+    before = world.snapshot()
+    with pytest.raises(PredeployFailed, match="pre-deploy check") as info:
+        world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"}))
+    assert any("does not render" in p.message and p.path == "chart"
+               for p in info.value.problems)
+    assert world.snapshot() == before
+
+
+def test_a_chart_that_pulls_another_image_is_refused(world: World) -> None:
+    ref, digest = world.image("1")
+    chart = world.tmp / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: sneaky\nversion: 0.1.0\n")
+    (chart / "templates" / "pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+        "    - name: app\n      image: \"{{ .Values.image.repository }}:{{ .Values.image.tag }}\"\n")
+    with pytest.raises(PredeployFailed) as info:
+        world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"}))
+    messages = [p.message for p in info.value.problems]
+    assert any("does not pull the deployed image" in m for m in messages)
+    assert any(f"pulls {ref}," in m for m in messages)  # by tag: not what was checked
+
+
+def test_a_dirty_repository_is_refused_and_left_alone(world: World) -> None:
+    ref, digest = world.image("1")
+    (world.repo / "teams.yaml").write_text("teams:\n  - name: ml\n  - name: mine\n")
+    (world.repo / "notes.txt").write_text("work in progress")
+    before = world.snapshot()
+    with pytest.raises(RepositoryNotReady, match="uncommitted changes: teams.yaml, notes.txt"):
+        world.deploy(world.deployment(image=f"{ref}@{digest}"))
+    assert world.snapshot() == before
+
+
+def _reject_pushes(remote: Path) -> None:
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'policy: deployments need a ticket' >&2\nexit 1\n")
+    hook.chmod(0o755)
+
+
+def test_a_rejected_push_leaves_the_repository_as_it_was(world: World) -> None:
+    ref, digest = world.image("1")
+    world.deploy(world.deployment(image=f"{ref}@{digest}", alias="fraud"))
+    ref2, digest2 = world.image("2")
+    assert world.remote is not None
+    _reject_pushes(world.remote)
+    before = world.snapshot()
+    with pytest.raises(PushRejected, match="policy: deployments need a ticket"):
+        world.deploy(world.deployment(app="fraud-v2", image=f"{ref2}@{digest2}", alias="fraud",
+                                      sidecars=[]))
+    assert world.snapshot() == before
+    assert git(world.repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert not (world.repo / "teams/ml/apps/fraud-v2.yaml").exists()
+
+
+def test_a_remote_that_moved_on_is_a_rejected_push(world: World, tmp_path: Path) -> None:
+    ref, digest = world.image("1")
+    assert world.remote is not None
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(world.remote), str(other))
+    (other / "README").write_text("someone else")
+    git(other, "add", "README")
+    git(other, "commit", "-q", "-m", "other")
+    git(other, "push", "-q", "origin", "main")
+    before = world.snapshot()
+    with pytest.raises(PushRejected, match="rejected.*fetch first") as info:
+        world.deploy(world.deployment(image=f"{ref}@{digest}"))
+    assert info.value.hint is not None and "git pull --rebase" in info.value.hint
+    assert world.snapshot() == before
+
+
+def test_without_a_remote_the_commit_stays_local(tmp_path: Path, registry: str) -> None:
+    world = make_world(tmp_path, registry, remote=False)
+    ref, digest = world.image("1")
+    done = world.deploy(world.deployment(image=f"{ref}@{digest}"))
+    assert done.commit is not None and done.commit.pushed_to is None
+    app = world.load("teams/ml/apps/fraud-v1.yaml")
+    assert app["spec"]["source"]["repoURL"] == world.repo.as_uri()
+
+
+def test_a_role_other_than_the_builds_is_refused(world: World) -> None:
+    ref, digest = world.image("1")
+    other = "arn:aws:iam::123456789012:role/admin"
+    with pytest.raises(PredeployFailed) as info:
+        world.deploy(world.deployment(image=f"{ref}@{digest}",
+                                      serviceAccount={"roleArn": other}))
+    (problem,) = info.value.problems
+    assert problem.path == "serviceAccount.roleArn" and problem.allowed == ROLE
