@@ -7,8 +7,13 @@ from typing import Any
 
 import pytest
 
-from veil.deploy.render import ALIAS_CHART, WRAPPER_CHART, bundled_chart, pulled_images, \
-    render_chart
+from veil.deploy.render import (
+    ALIAS_CHART,
+    WRAPPER_CHART,
+    bundled_chart,
+    pulled_images,
+    render_chart,
+)
 from veil.errors import UserError
 
 helm_python = pytest.importorskip("helm_python")

@@ -33,7 +33,7 @@ def test_deploy_writes_validated_applications_in_one_pushed_commit(world: World)
     before = world.snapshot()
     done = world.deploy(path)
     assert done.commit is not None and done.commit.pushed_to == "origin/main"
-    head, files, remote = world.snapshot()
+    head, _, remote = world.snapshot()
     assert git(world.repo, "rev-list", "--count", f"{before[0]}..HEAD").strip() == "1"
     assert remote == head  # pushed
     message = git(world.repo, "log", "-1", "--format=%B")
@@ -137,7 +137,8 @@ def test_a_chart_that_pulls_another_image_is_refused(world: World) -> None:
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: sneaky\nversion: 0.1.0\n")
     (chart / "templates" / "pod.yaml").write_text(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
-        "    - name: app\n      image: \"{{ .Values.image.repository }}:{{ .Values.image.tag }}\"\n")
+        "    - name: app\n"
+        "      image: \"{{ .Values.image.repository }}:{{ .Values.image.tag }}\"\n")
     with pytest.raises(PredeployFailed) as info:
         world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"}))
     messages = [p.message for p in info.value.problems]
@@ -150,7 +151,7 @@ def test_a_dirty_repository_is_refused_and_left_alone(world: World) -> None:
     (world.repo / "teams.yaml").write_text("teams:\n  - name: ml\n  - name: mine\n")
     (world.repo / "notes.txt").write_text("work in progress")
     before = world.snapshot()
-    with pytest.raises(RepositoryNotReady, match="uncommitted changes: teams.yaml, notes.txt"):
+    with pytest.raises(RepositoryNotReady, match=r"uncommitted changes: teams\.yaml, notes\.txt"):
         world.deploy(world.deployment(image=f"{ref}@{digest}"))
     assert world.snapshot() == before
 
@@ -186,7 +187,7 @@ def test_a_remote_that_moved_on_is_a_rejected_push(world: World, tmp_path: Path)
     git(other, "commit", "-q", "-m", "other")
     git(other, "push", "-q", "origin", "main")
     before = world.snapshot()
-    with pytest.raises(PushRejected, match="rejected.*fetch first") as info:
+    with pytest.raises(PushRejected, match=r"rejected.*fetch first") as info:
         world.deploy(world.deployment(image=f"{ref}@{digest}"))
     assert info.value.hint is not None and "git pull --rebase" in info.value.hint
     assert world.snapshot() == before

@@ -85,7 +85,7 @@ def test_shell_variables_are_refused_in_image_references(tmp_path: Path) -> None
 
 
 def test_teams_file_missing_or_wrong_is_a_positioned_error(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="no teams.yaml"):
+    with pytest.raises(ManifestError, match=r"no teams\.yaml"):
         load_teams(tmp_path)
     (tmp_path / "teams.yaml").write_text("teams:\n  - name: ml\n    colour: red\n")
     with pytest.raises(ManifestError) as info:

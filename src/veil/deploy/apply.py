@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from veil.deploy import argo
 from veil.deploy.checks import BuildRecords, Report, predeploy
 from veil.deploy.envcheck import PLATFORM_ENV
@@ -80,12 +78,9 @@ def deploy(loaded: LoadedDeployment, repo: GitOpsRepo, images: Images, *,
         teams, _ = load_teams(repo.path)
         team = teams.get(dep.team)
         assert team is not None  # checked
-        files, summary = _files(loaded, report, repo, repo_url or repo.repo_url(),
-                                team.description)
-        problems = validate_objects({p: yaml.safe_load(t) for p, t in files.items()
-                                     if t is not None and p.startswith("teams/")
-                                     and p.endswith(".yaml") and "/charts/" not in p
-                                     and "/namespace/" not in p})
+        files, objects, summary = _files(loaded, report, repo, repo_url or repo.repo_url(),
+                                         team.description)
+        problems = validate_objects(objects)
         if problems:  # Veil built an object Argo CD would not take: a bug, not bad input
             raise OperationalError("generated Argo CD objects fail the CRD schema: "
                                    + "; ".join(p.render() for p in problems))
@@ -118,12 +113,15 @@ def _tree(src: Path, dest: str, repo: GitOpsRepo) -> dict[str, str | None]:
 
 
 def _files(loaded: LoadedDeployment, report: Report, repo: GitOpsRepo, repo_url: str,
-           description: str) -> tuple[dict[str, str | None], list[str]]:
+           description: str) -> tuple[dict[str, str | None], dict[str, dict[str, Any]],
+                                      list[str]]:
+    """(files to write, the Argo CD objects among them by path, what changed in words)."""
     dep = loaded.model
     assert report.image is not None and report.chart_dir is not None
     layout = argo.Layout(dep.team)
     revision = repo.branch()
     files: dict[str, str | None] = {}
+    objects: dict[str, dict[str, Any]] = {}
     summary: list[str] = []
 
     if dep.chart.wrapper:
@@ -139,43 +137,37 @@ def _files(loaded: LoadedDeployment, report: Report, repo: GitOpsRepo, repo_url:
         chart_path=chart_path, values=report.values, cluster=dep.cluster, image=image)
     app_file = layout.app(dep.app)
     old = _annotation(repo.read(app_file))
-    files[app_file] = argo.dump(app_doc)
+    objects[app_file] = app_doc
     summary.append(f"image {image}" + (f" (was {old})" if old and old != image else ""))
 
     if dep.alias:
         files.update(_tree(bundled_chart(ALIAS_CHART), argo.ALIAS_DIR, repo))
         alias_file = layout.alias(dep.alias)
         before = _target(repo.read(alias_file))
-        files[alias_file] = argo.dump(argo.alias_application(
+        objects[alias_file] = argo.alias_application(
             team=dep.team, alias=dep.alias, target=dep.app, repo_url=repo_url,
-            revision=revision, cluster=dep.cluster))
+            revision=revision, cluster=dep.cluster)
         if before != dep.app:
             summary.append(f"alias {dep.alias} → {dep.app}"
                            + (f" (was {before})" if before else ""))
 
     clusters = {dep.cluster, *_clusters(repo.read(layout.project))}
-    files[layout.project] = argo.dump(argo.app_project(
-        team=dep.team, description=description, repo_url=repo_url, clusters=sorted(clusters)))
+    objects[layout.project] = argo.app_project(
+        team=dep.team, description=description, repo_url=repo_url, clusters=sorted(clusters))
     if repo.read(layout.project) is None:
         summary.append(f"team {dep.team}: AppProject and namespace Application created")
     if repo.read(layout.namespace_app) is None:
-        files[layout.namespace_app] = argo.dump(argo.namespace_application(
+        objects[layout.namespace_app] = argo.namespace_application(
             team=dep.team, repo_url=repo_url, revision=revision, path=layout.namespace_dir,
-            cluster=dep.cluster))
+            cluster=dep.cluster)
         files[f"{layout.namespace_dir}/namespace.yaml"] = argo.dump(
             argo.namespace_manifest(dep.team))
-    return files, summary
-
-
-def _load(text: str | None) -> Any:
-    try:
-        return yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
-        return None
+    files.update({path: argo.dump(obj) for path, obj in objects.items()})
+    return files, objects, summary
 
 
 def _annotation(text: str | None) -> str | None:
-    doc = _load(text)
+    doc = argo.load(text)
     try:
         return str(doc["metadata"]["annotations"][argo.IMAGE_ANNOTATION])
     except (TypeError, KeyError):
@@ -183,7 +175,7 @@ def _annotation(text: str | None) -> str | None:
 
 
 def _target(text: str | None) -> str | None:
-    doc = _load(text)
+    doc = argo.load(text)
     try:
         return str(doc["spec"]["source"]["helm"]["valuesObject"]["target"])
     except (TypeError, KeyError):
@@ -191,7 +183,7 @@ def _target(text: str | None) -> str | None:
 
 
 def _clusters(text: str | None) -> list[str]:
-    doc = _load(text)
+    doc = argo.load(text)
     try:
         return [d.get("server") or d["name"] for d in doc["spec"]["destinations"]]
     except (TypeError, KeyError, AttributeError):

@@ -34,6 +34,7 @@ __all__ = [
     "deployment_application",
     "destination",
     "dump",
+    "load",
     "namespace_application",
     "namespace_manifest",
 ]
@@ -78,10 +79,24 @@ class Layout:
         return f"{self.dir}/charts/{app}"
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump(obj: Mapping[str, Any]) -> str:
     """Deterministic YAML: sorted keys, block style, no line folding."""
-    return yaml.safe_dump(dict(obj), sort_keys=True, default_flow_style=False, width=4096,
-                          allow_unicode=True)
+    return yaml.dump(dict(obj), Dumper=_Dumper, sort_keys=True, default_flow_style=False,
+                     width=4096, allow_unicode=True)
+
+
+def load(text: str | None) -> Any:
+    """One YAML document (None for no text or text that is not YAML)."""
+    if not text:
+        return None
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return None
 
 
 def destination(cluster: str, namespace: str) -> dict[str, str]:

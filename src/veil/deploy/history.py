@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from veil.deploy import argo
 from veil.deploy.gitops import Commit, GitOpsRepo
 from veil.deploy.images import Images
@@ -52,10 +50,10 @@ def find_app(repo: GitOpsRepo, app: str, team: str | None = None) -> tuple[str, 
 
 
 def _image(text: str | None) -> str | None:
+    doc: Any = argo.load(text)
     try:
-        doc: Any = yaml.safe_load(text) if text else None
         return str(doc["metadata"]["annotations"][argo.IMAGE_ANNOTATION])
-    except (yaml.YAMLError, TypeError, KeyError):
+    except (TypeError, KeyError):
         return None
 
 

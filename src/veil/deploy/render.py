@@ -21,6 +21,7 @@ __all__ = ["ALIAS_CHART", "WRAPPER_CHART", "bundled_chart", "pulled_images", "re
 
 WRAPPER_CHART = "wrapper"
 ALIAS_CHART = "alias"
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _LOCK = threading.Lock()  # the Go library's handles are not meant for concurrent use
 
 
@@ -53,7 +54,7 @@ def render_chart(chart: Path, values: Mapping[str, Any], *, release: str,
         if path.endswith("NOTES.txt") or "/tests/" in path:
             continue
         try:
-            docs = list(yaml.safe_load_all(files[path]))
+            docs = list(yaml.load_all(files[path], Loader=_Loader))
         except yaml.YAMLError as err:
             raise UserError(f"chart {chart}: {path} renders to invalid YAML: {err}") from None
         objects.extend(d for d in docs if isinstance(d, dict))
