@@ -11,7 +11,7 @@ import typer
 
 from veil.cli._app import state
 from veil.cli._deploy import GITOPS, open_repo, print_problems, print_report
-from veil.errors import ManifestError
+from veil.errors import ManifestError, UserError
 
 __all__ = ["register"]
 
@@ -38,8 +38,8 @@ def predeploy(
         report = check(loaded, images, repo=repo)
     if output == "json":
         state.console.print_json(json.dumps(report_json(report)))
-        if report.errors:
-            raise typer.Exit(2)
+        if report.errors:  # the report is on stdout; exit 2 with a one-line summary
+            raise UserError(f"{len(report.errors)} pre-deploy check(s) failed for {file}")
         return
     print_report(report, title=f"environment of {loaded.model.app} by phase")
     if report.errors:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from veil.cli._app import state
 from veil.cli._deploy import GITOPS, TEAM, open_repo
@@ -18,15 +17,13 @@ def history(
     gitops: Path | None = GITOPS,
     team: str | None = TEAM,
 ) -> None:
-    """List the app's deployments: commit, date, image."""
+    """List the app's deployments, newest first: commit, date, image, change."""
     from veil.deploy.history import history as revisions
 
-    table = Table(title=f"deployments of {app}")
-    for col in ("commit", "date", "image", "change"):
-        table.add_column(col, overflow="fold")
+    # one line per deployment, never folded: images are long and scripts grep them
     for rev in revisions(open_repo(gitops), app, team):
-        table.add_row(rev.sha[:12], rev.date, rev.image or "-", rev.subject)
-    state.console.print(table)
+        state.console.print(f"{rev.sha[:12]}  {rev.date}  {rev.image or '-'}  {rev.subject}",
+                            soft_wrap=True, markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
