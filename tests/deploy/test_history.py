@@ -42,7 +42,7 @@ def test_rollback_restores_the_previous_image_in_one_pushed_commit(world: World)
                                      f"(was {ref2}@{d2})")
     # the Application as it was with that image: its env too
     assert (world.repo / "teams/ml/apps/fraud-v1.yaml").read_text() == old_text
-    assert [r.image for r in history(repo, "fraud-v1")][0] == f"{ref1}@{d1}"
+    assert history(repo, "fraud-v1")[0].image == f"{ref1}@{d1}"
 
 
 def test_rollback_with_nothing_earlier_or_an_unknown_app(world: World) -> None:

@@ -1,15 +1,21 @@
-"""`POST /deployments` and friends: the router in a FastAPI app, the same model as the CLI."""
+"""`POST /deployments` and friends: the router in a FastAPI app served by uvicorn on a free
+loopback port; the same model as the CLI."""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
+from tests.conftest import free_port
 from tests.deploy.world import CODE, World, make_world
 from veil.platform.deployments import DeploymentSettings, deployments_router
 
@@ -23,13 +29,24 @@ def world(tmp_path: Path, registry: str) -> World:
 
 
 @pytest.fixture
-def client(world: World) -> TestClient:
+def client(world: World) -> Iterator[httpx.Client]:
     folder = world.tmp / "deployments"
     (folder / "code").mkdir(parents=True)
     (folder / "code" / "model.py").write_text(CODE)
     app = FastAPI()
     app.include_router(deployments_router(DeploymentSettings(world.repo, folder)))
-    return TestClient(app)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+        yield c
+    server.should_exit = True
+    thread.join(timeout=10)
 
 
 def _body(world: World, **fields: Any) -> dict[str, Any]:
@@ -41,7 +58,7 @@ def _body(world: World, **fields: Any) -> dict[str, Any]:
     return body
 
 
-def test_post_deploys_then_reports_unchanged(world: World, client: TestClient) -> None:
+def test_post_deploys_then_reports_unchanged(world: World, client: httpx.Client) -> None:
     body = _body(world)
     resp = client.post("/deployments", json=body)
     assert resp.status_code == 201, resp.text
@@ -61,7 +78,7 @@ def test_post_deploys_then_reports_unchanged(world: World, client: TestClient) -
 
 
 def test_bad_bodies_and_failed_checks_are_422_and_write_nothing(
-        world: World, client: TestClient) -> None:
+        world: World, client: httpx.Client) -> None:
     before = world.snapshot()
     resp = client.post("/deployments", json=_body(world, valuez={}, chart={"wrapper": "x"}))
     assert resp.status_code == 422
@@ -77,7 +94,7 @@ def test_bad_bodies_and_failed_checks_are_422_and_write_nothing(
 
 @pytest.mark.parametrize("field", ["code", "chart"])
 def test_request_paths_cannot_leave_the_deployments_folder(
-        world: World, client: TestClient, field: str) -> None:
+        world: World, client: httpx.Client, field: str) -> None:
     secret = world.tmp / "server-only"
     secret.mkdir()
     (secret / "Chart.yaml").write_text("apiVersion: v2\nname: s\nversion: 0.1.0\n")
@@ -94,14 +111,14 @@ def test_request_paths_cannot_leave_the_deployments_folder(
     assert world.snapshot() == before
 
 
-def test_a_dirty_repository_is_409(world: World, client: TestClient) -> None:
+def test_a_dirty_repository_is_409(world: World, client: httpx.Client) -> None:
     (world.repo / "scratch.txt").write_text("mine")
     resp = client.post("/deployments", json=_body(world))
     assert resp.status_code == 409
     assert "uncommitted changes: scratch.txt" in resp.json()["detail"]
 
 
-def test_the_openapi_schema_documents_the_deployment_model(client: TestClient) -> None:
+def test_the_openapi_schema_documents_the_deployment_model(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     assert "/deployments" in spec["paths"]
     schema = spec["components"]["schemas"]["Deployment"]
