@@ -62,6 +62,7 @@ class GitOpsRepo:
             raise UserError(f"{path} is not a git repository",
                             hint="clone the GitOps repository, or `git init` a new one")
         self._identity: tuple[str, ...] | None = None
+        self._facts: dict[str, str | None] = {}  # branch and remote, while the lock is held
 
     # --- git plumbing -------------------------------------------------------------------------
     def _git(self, *args: str, check: bool = True, input: str | None = None) -> \
@@ -86,15 +87,20 @@ class GitOpsRepo:
         return proc.stdout.strip() or None
 
     def branch(self) -> str:
-        proc = self._git("symbolic-ref", "-q", "--short", "HEAD", check=False)
-        if proc.returncode != 0:
-            raise RepositoryNotReady(f"{self.path}: HEAD is detached",
-                            hint="check out the branch Argo CD follows, e.g. `git switch main`")
-        return proc.stdout.strip()
+        if "branch" not in self._facts:
+            proc = self._git("symbolic-ref", "-q", "--short", "HEAD", check=False)
+            if proc.returncode != 0:
+                raise RepositoryNotReady(
+                    f"{self.path}: HEAD is detached",
+                    hint="check out the branch Argo CD follows, e.g. `git switch main`")
+            self._facts["branch"] = proc.stdout.strip()
+        return str(self._facts["branch"])
 
     def remote_url(self) -> str | None:
-        proc = self._git("remote", "get-url", self.remote_name, check=False)
-        return proc.stdout.strip() or None
+        if "remote" not in self._facts:
+            proc = self._git("remote", "get-url", self.remote_name, check=False)
+            self._facts["remote"] = proc.stdout.strip() or None
+        return self._facts["remote"]
 
     def repo_url(self) -> str:
         """The URL Argo CD clones: the remote's, else this working copy's."""
@@ -122,9 +128,11 @@ class GitOpsRepo:
     def lock(self) -> Iterator[None]:
         with open(self.path / ".git" / "veil-deploy.lock", "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
+            self._facts.clear()  # another process may have switched branch or remote
             try:
                 yield
             finally:
+                self._facts.clear()
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def check_clean(self) -> None:
