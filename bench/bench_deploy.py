@@ -12,9 +12,10 @@ Contenders, each on a fresh GitOps working copy with a bare remote on local disk
 
 Scenarios: "one deployment" (the team's first: AppProject, namespace and charts included),
 median of --rounds fresh repositories, in a warm process (one deployment beforehand compiled
-the schema validators and loaded Helm's library, as a running platform service has); "100 deployments of one team" (apps app-000..099, one
-alias moving along), median per deployment and the total. Prints one table with medians, the
-ratio to the baseline and peak RSS. Usage:
+the schema validators and loaded Helm's library, as a running platform service has);
+"100 deployments of one team" (apps app-000..099, one alias moving along), median per
+deployment and the total. Prints one table with medians, the ratio to the baseline and peak
+RSS. Usage:
     python3 bench/bench_deploy.py [--rounds 5] [--deployments 100]
 """
 
@@ -180,7 +181,7 @@ def main() -> None:
     try:
         image = f"{addr}/ml/fraud:1"
         digest = push_image(image, {"VEIL_ENTRYPOINT": "model:predict"},
-                            {"io.veil.aws-role-arn": ROLE})
+                            {"io.veil.platform.aws-role-arn": ROLE})
         sidecar = f"{addr}/infra/logship:2"
         push_image(sidecar, {}, {})
         (work / "code").mkdir()

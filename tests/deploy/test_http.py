@@ -125,3 +125,15 @@ def test_the_openapi_schema_documents_the_deployment_model(client: httpx.Client)
     assert {"team", "app", "image", "build", "chart", "env", "values", "sidecars", "alias",
             "cluster", "serviceAccount"} <= set(schema["properties"])
     assert schema["additionalProperties"] is False
+
+
+def test_platform_serve_with_a_gitops_repository_serves_deployments(
+        world: World, tmp_path: Path) -> None:
+    from veil.platform.server import ServeOptions, make_app
+
+    without = make_app(ServeOptions(state_dir=tmp_path / "state-a"))
+    assert "/deployments" not in without.openapi()["paths"]
+    app = make_app(ServeOptions(state_dir=tmp_path / "state-b", gitops=world.repo))
+    paths = app.openapi()["paths"]
+    assert {"/deployments", "/deployments/check", "/deployments/{app}/history",
+            "/deployments/{app}/rollback", "/containerbuild"} <= set(paths)

@@ -59,7 +59,6 @@ serviceAccount: {roleArn: "arn:aws:iam::1:role/x"}
 
 
 @pytest.mark.parametrize(("extra", "expected"), [
-    ("build: b-1\n", "exactly one of `image`"),
     ("alias: fraud-v2\n", "alias must differ"),
     ("sidecars: [{name: app, image: 127.0.0.1:5000/x/y:1}]\n", "not 'app'"),
     ("sidecars: [{name: a, image: 127.0.0.1:5000/x/y:1}, {name: a, image: r.io/x:1}]\n",
@@ -72,6 +71,11 @@ def test_cross_field_rules(tmp_path: Path, extra: str, expected: str) -> None:
 @pytest.mark.parametrize("name", ["namespace", "project"])
 def test_reserved_app_names(tmp_path: Path, name: str) -> None:
     assert any("reserved" in e for e in _errors(tmp_path, GOOD.replace("fraud-v2", name)))
+
+
+def test_an_image_or_a_build_is_needed(tmp_path: Path) -> None:
+    text = GOOD.replace("image: 127.0.0.1:5000/ml/fraud:1\n", "")
+    assert any("name the image" in e for e in _errors(tmp_path, text))
 
 
 def test_a_chart_is_the_wrapper_or_a_path_not_both(tmp_path: Path) -> None:

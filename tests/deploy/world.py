@@ -32,7 +32,7 @@ class World:
               role: str | None = ROLE, content: bytes = b"") -> tuple[str, str]:
         """Push an image; (REGISTRY/REPO:TAG, digest)."""
         ref = f"{self.registry}/{self.ns}/{name}:{tag}"
-        labels = {"io.veil.aws-role-arn": role} if role else {}
+        labels = {"io.veil.platform.aws-role-arn": role} if role else {}
         digest = push_image(ref, env=IMAGE_ENV if env is None else env, labels=labels,
                             content=content or f"{ref}{uuid.uuid4()}".encode())
         return ref, digest

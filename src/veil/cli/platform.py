@@ -41,6 +41,16 @@ def serve(
         None, "--public-url", help="URL builders reach this service at (for the wrapper "
         "repository). Default: http://LISTEN."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+    gitops: Path | None = typer.Option(
+        None, "--gitops", envvar="VEIL_GITOPS",
+        help="A GitOps repository (git working copy): serve POST /deployments into it."),
+    gitops_url: str | None = typer.Option(
+        None, "--gitops-url", envvar="VEIL_GITOPS_URL",
+        help="The URL Argo CD clones the GitOps repository from (default: its remote's)."),
+    deployments_dir: Path | None = typer.Option(
+        None, "--deployments-dir",
+        help="Where paths in deployments (code, chart.path) resolve; they may not leave it. "
+        "Default: STATE_DIR/deployments."),
 ) -> None:
     """Serve the platform's API and page, and run builds, until interrupted."""
     from veil.paths import home_dir
@@ -51,7 +61,9 @@ def serve(
     opts = ServeOptions(
         state_dir=(state_dir or home_dir() / "platform").resolve(), db_url=db, workers=workers,
         listen=listen, build_timeout=build_timeout, retention=retention, lease=lease,
-        python_version=python_version, public_url=public_url, log_level=log_level)
+        python_version=python_version, public_url=public_url, log_level=log_level,
+        gitops=gitops.resolve() if gitops else None, gitops_url=gitops_url,
+        deployments_dir=deployments_dir.resolve() if deployments_dir else None)
     state.info(f"platform on http://{listen} (job store: {db or 'SQLite in the state folder'})")
     run(opts)
 

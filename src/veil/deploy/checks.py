@@ -35,8 +35,8 @@ ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
 class BuildRecord:
     """What the platform's build service recorded for one build."""
 
-    image: str  # REGISTRY/PATH:TAG as pushed
-    digest: str
+    images: tuple[str, ...]  # REGISTRY/PATH:TAG@DIGEST, every tag in every registry pushed to
+    status: str = "succeeded"
     role_arn: str | None = None
 
 
@@ -180,17 +180,34 @@ def _team_checks(loaded: LoadedDeployment, team: Team | None, teams: Teams,
 def _image_ref(loaded: LoadedDeployment, records: BuildRecords | None,
                problem: Any) -> tuple[Reference | None, str | None, str | None]:
     dep = loaded.model
-    if dep.build is not None:
-        record = records.get(dep.build) if records is not None else None
-        if record is None:
-            problem("unknown build" if records is not None else
-                    "build ids need the platform's build store", ("build",), value=dep.build,
-                    allowed="a build id of `veil platform serve`, or `image: REFERENCE`")
+    named = parse_reference(dep.image) if dep.image is not None else None
+    if dep.build is None:
+        assert named is not None  # the model requires image or build
+        return named, named.digest, None
+    record = records.get(dep.build) if records is not None else None
+    if record is None:
+        problem("unknown build" if records is not None else
+                "build ids need the platform's build store (`veil platform serve`)",
+                ("build",), value=dep.build,
+                allowed="a build id of `veil platform serve`, or `image: REF:TAG@DIGEST`")
+        return None, None, None
+    if record.status != "succeeded" or not record.images:
+        problem(f"the build is {record.status}, it pushed no image to deploy", ("build",),
+                value=dep.build, allowed="a build that succeeded")
+        return None, None, None
+    pushed = [parse_reference(i) for i in record.images]
+    if named is None:
+        chosen = pushed[0]
+    else:
+        match = [p for p in pushed if p.name == named.name and named.tag in (None, p.tag)
+                 and named.digest in (None, p.digest)]
+        if not match:
+            problem("the build did not push this image", ("image",), value=dep.image,
+                    allowed=", ".join(record.images))
             return None, None, None
-        return parse_reference(record.image), record.digest, record.role_arn
-    assert dep.image is not None  # the model requires image or build
-    ref = parse_reference(dep.image)
-    return ref, ref.digest, None
+        chosen = match[0]
+    ref = Reference(chosen.host, chosen.repository, chosen.tag, None)
+    return ref, chosen.digest, record.role_arn
 
 
 def _image_facts(ref: Reference, expected: str | None, images: Images, problem: Any,

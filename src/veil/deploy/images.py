@@ -21,8 +21,8 @@ from veil.image.registry import NotFound, Registry
 __all__ = ["ROLE_LABELS", "ImageFacts", "Images", "MemoryImages", "NotInRegistry",
            "RegistryImages"]
 
-# Image labels a platform build sets for the AWS role (the first one present is used).
-ROLE_LABELS = ("io.veil.aws-role-arn", "io.veil.platform.aws-role-arn", "aws-role-arn")
+# The image label a platform build (`POST /containerbuild`) sets for the AWS role.
+ROLE_LABELS = ("io.veil.platform.aws-role-arn",)
 
 
 class NotInRegistry(UserError):

@@ -5,7 +5,7 @@
     kind: deployment
     team: ml                      # the team's namespace (listed in the GitOps repo's teams.yaml)
     app: fraud-v2                 # the deployment's name in the team
-    image: REGISTRY/PATH:TAG[@sha256:...]    # or build: ID (a platform build)
+    image: REGISTRY/PATH:TAG[@sha256:...]    # and/or build: ID (a platform build)
     chart: {wrapper: flask}       # or {path: DIR}: a chart folder, e.g. Veil's generated one
     code: ./repo                  # optional: the program's source, scanned for the env it reads
     env: {NAME: value}            # deploy-time environment
@@ -145,8 +145,9 @@ class Deployment(_Strict):
 
     @model_validator(mode="after")
     def _image_or_build(self) -> Deployment:
-        if (self.image is None) == (self.build is None):
-            raise ValueError("name exactly one of `image` (a reference) or `build` (a build id)")
+        if self.image is None and self.build is None:
+            raise ValueError("name the image: `image` (a reference) or `build` (a platform "
+                             "build id; with `image` too, the one of its images to deploy)")
         if self.alias is not None and self.alias == self.app:
             raise ValueError("the alias must differ from the app name")
         names = [s.name for s in self.sidecars]

@@ -16,6 +16,7 @@ was refused, 502 a registry or git failed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from veil.deploy.apply import PredeployFailed, check, deploy
-from veil.deploy.checks import BuildRecords
+from veil.deploy.checks import BuildRecord, BuildRecords
 from veil.deploy.gitops import GitOpsRepo, PushRejected, RepositoryNotReady
 from veil.deploy.history import UnknownApp, history, rollback
 from veil.deploy.images import Images, RegistryImages
@@ -33,8 +34,25 @@ from veil.deploy.load import parse_deployment
 from veil.deploy.model import Deployment
 from veil.deploy.report import problem_json, report_json
 from veil.errors import ManifestError, UserError, VeilError
+from veil.platform.store import JobStore
 
-__all__ = ["DeploymentSettings", "deployments_router"]
+__all__ = ["DeploymentSettings", "StoreRecords", "deployments_router"]
+
+
+class StoreRecords:
+    """The build service's job store as build records: `build: ID` in a deployment."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def get(self, build_id: str) -> BuildRecord | None:
+        if not re.fullmatch(r"[0-9a-f]{32}", build_id):
+            return None
+        row = self.store.get(build_id)
+        if row is None:
+            return None
+        role = row.request.get("injected_aws_role_arn") or None
+        return BuildRecord(tuple(row.images), row.status, role)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,9 @@ class ServeOptions:
     python_version: str = "3.11"
     public_url: str | None = None
     log_level: str = "warning"
+    gitops: Path | None = None  # a GitOps working copy: serve POST /deployments into it
+    gitops_url: str | None = None
+    deployments_dir: Path | None = None  # where request paths (code, chart.path) resolve
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -83,7 +86,14 @@ def make_app(opts: ServeOptions) -> FastAPI:
     host, port = parse_listen(opts.listen)
     public = opts.public_url or f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     platform = Platform(store, sealer, pool, publish_wrappers(state), public.rstrip("/"))
-    return create_app(platform, extra_routers())
+    routers = extra_routers()
+    if opts.gitops is not None:
+        from veil.platform import deployments as dep
+
+        routers.append(dep.deployments_router(dep.DeploymentSettings(
+            opts.gitops, opts.deployments_dir or state / "deployments",
+            repo_url=opts.gitops_url, records=dep.StoreRecords(store))))
+    return create_app(platform, routers)
 
 
 def serve(opts: ServeOptions) -> None:
