@@ -74,7 +74,7 @@ def test_mesh_dry_run_prints_plan_with_secrets_masked(
     assert "mode debug" in out
     assert "s3cr3t-literal" not in out and "********" in out
     assert "$$SCONE::password$$" in out  # a reference is shown, it is no secret
-    assert str(tmp_path / "t" / "policies") in out
+    assert str(tmp_path / "t" / "policies") in out and str(tmp_path / "t" / "helm") in out
     assert "could not compare with CAS" in out and err == ""
     written = (tmp_path / "t" / "policies" / "pythonapp.json").read_text()
     assert "s3cr3t-literal" not in written and "$$SCONE::password$$" in written

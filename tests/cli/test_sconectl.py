@@ -281,7 +281,7 @@ def test_mesh_flags_in_the_plan(recorded: Path, capsys: pytest.CaptureFixture[st
                          "-vvvvvvv", "--mode=debug")
     assert code == 0, err
     assert "namespace other-ns" in out and "session other-ns/pythonapp" in out
-    assert "would write manifests to target/manifests/ (release v1, release version 7)" in out
+    assert "wrote manifests to target/manifests/ (release v1, release version 7)" in out
     assert "recorded: --set-version latest" in out
 
 

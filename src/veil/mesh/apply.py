@@ -79,6 +79,7 @@ class MeshResult:
     resolved: ResolvedMesh
     sessions: list[SessionOutcome] = field(default_factory=list)
     cas_key_fingerprint: str | None = None
+    cas_key: str | None = None  # the CAS's public key (base64 DER) the chart's pods pin
     cas_unreachable: str | None = None  # a dry run that could not compare: why
     uploaded: bool = False
     policies_dir: Path | None = None
@@ -167,6 +168,10 @@ def apply_mesh(
             raise OperationalError(
                 "no measurement recorded for " + ", ".join(unmeasured) + ": CAS could not "
                 "admit them", hint="build their images with `veil apply -f service.yaml`")
+    if options.write_chart and not options.diff_only:
+        from veil.mesh.chart import check_chart_inputs
+
+        check_chart_inputs(doc, result)
     if options.dry_run and not options.diff_only:
         result.policies_dir = write_policies(options.target, compiled)
         say("policies", f"wrote {len(compiled)} session(s) to {result.policies_dir}")
@@ -179,20 +184,22 @@ def apply_mesh(
         if not result.dry_run:
             raise
         result.cas_unreachable = err.message
+        result.cas_key = key
         result.sessions = [SessionOutcome(p) for p in plan_sessions(compiled, None)]
-        _chart(result, options, say)
+        _chart(doc, result, options, say)
         return result
     try:
         if warning:
             result.warnings.append(warning)
         result.cas_key_fingerprint = store.key_fingerprint
+        result.cas_key = store.key
         say("compare", f"reading the current versions of {len(compiled)} session(s)")
         current = store.current(resolved.namespace, [c.name for c in compiled])
         plans = plan_sessions(compiled, current)
         if result.dry_run:
             result.sessions = [SessionOutcome(p) for p in plans]
             if not options.diff_only:
-                _chart(result, options, say)
+                _chart(doc, result, options, say)
             return result
         changed = [p for p in plans if p.change != "unchanged"]
         written: dict[str, Written] = {}
@@ -204,7 +211,7 @@ def apply_mesh(
         result.sessions = [SessionOutcome(p, written.get(p.name)) for p in plans]
     finally:
         store.close()
-    _chart(result, options, say)
+    _chart(doc, result, options, say)
     return result
 
 
@@ -217,9 +224,9 @@ def _pinned(image: str, found: Found) -> str:
     return f"{parse_reference(image).name}@{found.digest}"
 
 
-def _chart(result: MeshResult, options: MeshOptions, say: Progress) -> None:
+def _chart(doc: Loaded, result: MeshResult, options: MeshOptions, say: Progress) -> None:
     if not options.write_chart or options.diff_only:
         return
     from veil.mesh.chart import write_chart  # the chart's data and files
 
-    write_chart(result, options, say)
+    write_chart(doc, result, options, say)

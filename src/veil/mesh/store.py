@@ -33,6 +33,7 @@ class Written:
 
 class SessionStore(Protocol):
     addr: str
+    key: str | None  # the CAS's public key, base64 DER (what the launcher pins)
     key_fingerprint: str
 
     def current(self, namespace: str, names: list[str]) -> dict[str, Current | None]:
@@ -51,6 +52,7 @@ class CasStore:
         from veil.cas.client import CasClient  # httpx: load when used
 
         self.addr = addr
+        self.key: str | None = key_b64
         self.key_fingerprint = fingerprint(base64.b64decode(key_b64))
         self.client = CasClient(addr, key_b64, timeout=120.0)
 
@@ -91,6 +93,7 @@ class MemoryStore:
     """Sessions in a dict, with CAS's create/update rules (tests, and the pure core's users)."""
 
     addr: str = "memory"
+    key: str | None = None
     key_fingerprint: str = "memory"
     sessions: dict[tuple[str, str], list[SessionDoc]] = field(default_factory=dict)
     commits: int = 0
