@@ -42,8 +42,6 @@ def _refuse_java(path: Path, service: GenService, positions: Positions | None) -
 def apply_service(
     path: Path, service: GenService, options: ApplyOptions, positions: Positions | None = None
 ) -> ServiceDescription:
-    from veil.image.builder import build_service  # buildah & registry code: load when used
-
     _refuse_java(path, service, positions)
     b = service.build
     record: dict[str, Any] = {}
@@ -57,12 +55,21 @@ def apply_service(
     def say(line: str) -> None:
         state.console.print(line, soft_wrap=True)
 
-    with state.status(f"building {b.to}") as status:
-        result = build_service(
-            service, path, target=options.target, push=options.push, dry_run=options.dry_run,
-            positions=positions, progress=lambda m: status.update(m), workdir=Path.cwd(),
-            record=record,
-        )
+    result: Any
+    if options.dry_run:  # no buildah, registry or network: only what the manifest tells
+        from veil.image.dryrun import describe_service
+
+        result = describe_service(service, path, target=options.target, positions=positions,
+                                  workdir=Path.cwd(), record=record)
+    else:
+        from veil.image.builder import build_service  # buildah & registry code: load when used
+
+        with state.status(f"building {b.to}") as status:
+            result = build_service(
+                service, path, target=options.target, push=options.push, dry_run=False,
+                positions=positions, progress=lambda m: status.update(m), workdir=Path.cwd(),
+                record=record,
+            )
     for note in result.notes:
         state.warn(note)
     desc = result.description
@@ -71,7 +78,7 @@ def apply_service(
                    "time, outside the measurement: attestation says nothing about them")
     say(f"service [bold]{b.name}[/bold] ({path})")
     say(f"  context      {result.context}")
-    say(f"  measurement  {desc.measurement}")
+    say(f"  measurement  {desc.measurement or 'taken at build time (needs the base image)'}")
     if desc.host_paths:
         say(f"  not measured {', '.join(desc.host_paths)} (build.host_paths, from the host)")
     if desc.stable is not None:

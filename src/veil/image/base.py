@@ -17,14 +17,13 @@ from pathlib import Path
 from veil.errors import OperationalError
 from veil.image.interpreter import INTERPRETER_LABEL, interpreter_of_rootfs
 from veil.image.push import push_image
-from veil.image.reference import parse_reference
+from veil.image.reference import DEFAULT_BASE, parse_reference
 from veil.image.tools import container_env, require, run_tool, tail, tls_flag
 
 __all__ = ["DEFAULT_BASE", "DEFAULT_MIRROR", "SUITE", "create_python_base"]
 
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-DEFAULT_BASE = "127.0.0.1:5000/veil/python:bookworm"
 _STRIP = ("var/cache/apt/archives", "var/lib/apt/lists", "var/cache/debconf", "var/log")
 
 

@@ -7,6 +7,8 @@
 
 The target directory is replaced only when everything up to the build succeeded, so a failed
 build leaves the previous context untouched and no half-written one.
+
+`--dry-run` is `veil.image.dryrun`: the context and the description without the base image.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from veil.errors import OperationalError
 from veil.fsutil import replace_dir
 from veil.image.base import DEFAULT_BASE
 from veil.image.context import check_target, locate_input, measure_context, stage_context
+from veil.image.dryrun import record_service, write_description
 from veil.image.fastpath import forget_build, record_build, try_fast_push
 from veil.image.index import IndexEntry, LocalIndex
 from veil.image.interpreter import Interpreter, interpreter_of_image
@@ -179,6 +182,11 @@ def _build(
     record: dict[str, Any] | None = None,
 ) -> BuildResult:
     b = svc.build
+    if dry_run:
+        rec = record_service(svc, manifest, source, target=target, positions=positions,
+                             workdir=workdir, record=record)
+        return BuildResult(image=b.to, context=rec.context, description=rec.description,
+                           notes=rec.notes)
     record = dict(record or {})
     if b.stable:
         progress(f"reading the measurement of the stable image {b.stable}")
@@ -202,17 +210,14 @@ def _build(
             "measurement": measurement, "base_image": base.name, "base_digest": base.digest,
             **record,
         })
-        (tmp / "description.json").write_text(
-            json.dumps(json.loads(desc.to_json()), indent=2, sort_keys=True) + "\n"
-        )
+        write_description(tmp, desc)
         result = BuildResult(image=b.to, context=ctx_dir, description=desc, notes=ctx.notes)
-        fast = push and not dry_run and os.environ.get("VEIL_NO_FAST_PATH") != "1"
-        if fast:
+        if push and os.environ.get("VEIL_NO_FAST_PATH") != "1":
             result.digest = try_fast_push(b.to, ctx, desc)
             if result.digest:
                 progress(f"pushed {b.to}: only application files changed, wrote that layer")
                 result.fast = True
-        if not dry_run and not result.digest:
+        if not result.digest:
             progress(f"building {b.to}")
             result.image_id = _buildah_build(tmp, b.to, desc.to_json(), progress)
             if push:

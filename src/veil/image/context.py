@@ -224,6 +224,8 @@ def stage_context(
         shutil.copytree(requirements_dir, req_root, symlinks=True)
         roots.append(site_packages)
         lines.append(f"COPY rootfs{site_packages}/ {site_packages}/")
+    elif b.requirements:
+        lines.append(f"# {b.requirements}: resolved at build time, for the base image's Python")
     lines.append(f"COPY rootfs{LAUNCHER_DIR}/ {LAUNCHER_DIR}/")
     local_env = {e.name: e.value for e in svc.environment.local}
     if b.command is None:  # `veil.image.wrapped` fills it in for wrapped services

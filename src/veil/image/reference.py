@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from veil.errors import UserError
 from veil.manifest.imageref import FORM, REFERENCE_RE, reference_problem
 
-__all__ = ["Reference", "parse_reference"]
+__all__ = ["DEFAULT_BASE", "Reference", "parse_reference"]
+
+# the base image of a service without `build.from`: what `veil base create python` pushes
+DEFAULT_BASE = "127.0.0.1:5000/veil/python:bookworm"
 
 @dataclass(frozen=True)
 class Reference:

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Benchmark: start-up of `veil` commands beside a bare interpreter start.
+
+Baseline, measured in the same run and interleaved with the commands: `python3 -c pass`.
+Each command is a fresh process (`python3 -m veil ...`, the same interpreter, so a launcher
+script's own start — a pyenv shim, say — is not counted). Prints the median wall time, the ratio
+to the baseline and the peak resident memory of the child (ru_maxrss).
+Targets: `--version` and `--help` ≤ 1.5 times the baseline; the dry run of the seeds' hello-user
+service manifest ≤ 0.3 s.
+
+    python3 bench/bench_startup.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE = ROOT / "examples" / "hello-user" / "service.yaml"
+
+
+def run_once(args: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    p = subprocess.run(args, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, check=False)
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{p.stderr.decode()[-2000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=15)
+    opts = ap.parse_args()
+    py = sys.executable
+    work = tempfile.mkdtemp(prefix="veil-bench-startup-")
+    env = dict(os.environ, VEIL_HOME=f"{work}/home", VEIL_CONFIG_DIR=f"{work}/config",
+               PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPROFILEIMPORTTIME", None)
+    cases = {
+        "python3 -c pass (baseline)": [py, "-c", "pass"],
+        "veil --version": [py, "-m", "veil", "--version"],
+        "veil --help": [py, "-m", "veil", "--help"],
+        "veil schema --help": [py, "-m", "veil", "schema", "--help"],
+        "veil apply -f service.yaml --dry-run": [
+            py, "-m", "veil", "apply", "-f", str(SERVICE), "--dry-run", "-t", f"{work}/target"],
+    }
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    peaks: dict[str, float] = dict.fromkeys(cases, 0.0)
+    try:
+        for args in cases.values():  # warm the page cache and .pyc files once
+            run_once(args, env, work)
+        for _ in range(opts.repeat):  # interleaved, so load on the machine hits all alike
+            for name, args in cases.items():
+                wall, _ = run_once(args, env, work)
+                times[name].append(wall)
+        for name, args in cases.items():  # peak RSS: a child of its own, measured alone
+            probe = subprocess.run(
+                [py, "-c", "import resource, subprocess, sys; subprocess.run(sys.argv[1:], "
+                 "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(resource."
+                 "getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)", *args],
+                env=env, cwd=work, capture_output=True, text=True, check=True)
+            peaks[name] = int(probe.stdout.strip()) / 1024
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base = statistics.median(times["python3 -c pass (baseline)"])
+    print(f"{'command':42} {'median':>9} {'ratio':>7} {'peak RSS':>10}   (n={opts.repeat})")
+    for name in cases:
+        med = statistics.median(times[name])
+        print(f"{name:42} {med * 1000:7.1f} ms {med / base:6.2f}x {peaks[name]:7.1f} MiB")
+    print("targets: --version, --help <= 1.50x baseline; dry run <= 300 ms")
+
+
+if __name__ == "__main__":
+    main()

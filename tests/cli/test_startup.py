@@ -1,0 +1,80 @@
+"""Start-up: `--version` and the root help load nothing heavy; a command loads only itself.
+
+Timings are in bench/bench_startup.py; here, what is imported (a fact, not a measurement).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+
+from veil import cli
+
+HEAVY = ("typer", "rich", "pydantic", "httpx", "jinja2", "ruamel", "fastapi", "cryptography")
+
+
+def _modules_after(*args: str) -> set[str]:
+    code = ("import sys; from veil.cli import main; rc = main(sys.argv[1:]); "
+            "print('\\n'.join(sorted(sys.modules)), file=sys.stderr); sys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    return set(p.stderr.split())
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["-h"], [], ["-v", "--version"]])
+def test_version_and_root_help_load_nothing_heavy(args: list[str]) -> None:
+    loaded = _modules_after(*args)
+    heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
+    assert heavy == []
+    assert not [m for m in loaded if m.startswith("veil.") and m not in (
+        "veil.cli", "veil.__main__")]
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    loaded = _modules_after("schema", "--help")
+    commands = {m.split(".")[2] for m in loaded
+                if m.startswith("veil.cli.") and not m.split(".")[2].startswith("_")}
+    assert commands == {"schema"}
+
+
+def test_root_help_lists_every_command_with_its_own_help() -> None:
+    """COMMANDS (what `veil --help` prints) says what each module's command says of itself."""
+    app = cli.app
+    group = typer.main.get_command(app)
+    registered = {name: c.get_short_help_str(limit=1000)
+                  for name, c in group.commands.items()}  # type: ignore[attr-defined]
+    assert set(registered) == {m.replace("_", "-") for m in cli._command_modules()}
+    listed = {n: h for n, h in cli.COMMANDS.items() if n in registered}
+    assert listed == registered, "update COMMANDS in src/veil/cli/__init__.py"
+
+
+def test_root_help_lists_every_root_option() -> None:
+    group = typer.main.get_command(cli.app)
+    listed = {w.strip(",") for flags, _ in cli.ROOT_OPTIONS for w in flags.split()}
+    for p in group.params:
+        assert set(p.opts) & listed, f"{p.opts}: update ROOT_OPTIONS in src/veil/cli/__init__.py"
+    helps = {p.help for p in group.params}
+    assert helps <= {h for _, h in cli.ROOT_OPTIONS}
+
+
+def test_root_help_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: veil [OPTIONS] COMMAND [ARGS]...\n")
+    assert "  apply    Apply a service manifest or a mesh (dispatching on `kind`).\n" in out
+    assert "  -v, --verbose     More output; repeat it (-vv) to see tracebacks." in out
+
+
+def test_sconectl_names_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    from veil.cli._app import program_name
+
+    for argv0 in ("/usr/bin/sconectl", "veil", "./sconectl-5.8", "python3"):
+        assert cli._program(argv0) == program_name(argv0)
+    assert cli.main(["-V"], prog="sconectl") == 0
+    assert capsys.readouterr().out.startswith("sconectl 0")
+    assert cli.main(["-vvvv", "--help"], prog="sconectl") == 0
+    assert capsys.readouterr().out.startswith("Usage: sconectl [OPTIONS]")
