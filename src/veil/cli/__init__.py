@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "inspect": "Print the service description of IMAGE as JSON (registry label, else the local "
                "index).",
     "logs": "Print (or follow) the output of one service of the mesh `veil up` runs.",
+    "platform": "The platform: container builds for teams (containerbuild), a page to watch "
+                "them.",
     "ps": "List the services of the mesh `veil up` runs: state, attestation, port, health.",
     "schema": "Print the JSON Schema of a manifest kind.",
     "session": "Create, update and read CAS sessions.",

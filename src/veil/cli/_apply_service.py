@@ -72,7 +72,7 @@ def apply_service(
             )
     for note in result.notes:
         state.warn(note)
-    desc = result.description
+    desc: ServiceDescription = result.description
     if desc.host_paths and options.mode == "production":
         state.warn(f"build.host_paths {', '.join(desc.host_paths)}: read from the host at run "
                    "time, outside the measurement: attestation says nothing about them")
