@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,11 @@ def test_mesh_dry_run_prints_plan_with_secrets_masked(
 
 def test_mesh_apply_without_a_known_cas_key_sends_nothing(
         hello_recorded: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    index = LocalIndex()  # as if built: a dry run records no measurement, and apply wants one
+    entry = index.get("127.0.0.1:5000/veil/python_hello_user:latest")
+    assert entry is not None
+    index.put(replace(entry, description=entry.description.model_copy(
+        update={"measurement": "ab" * 32})))
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text(MESH)
     code, _, err = run(capsys, "apply", "-f", str(mesh))

@@ -42,6 +42,12 @@ def test_a_command_loads_only_its_own_module() -> None:
     assert commands == {"schema"}
 
 
+def test_a_group_loads_the_modules_that_add_to_it() -> None:
+    loaded = _modules_after("cas", "--help")
+    assert {"veil.cli.cas", "veil.cli.cas_trust"} <= loaded
+    assert "veil.cli.apply" not in loaded
+
+
 def test_root_help_lists_every_command_with_its_own_help() -> None:
     """COMMANDS (what `veil --help` prints) says what each module's command says of itself."""
     app = cli.app

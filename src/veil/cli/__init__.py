@@ -63,7 +63,7 @@ def _program(argv0: str) -> str:
     return "sconectl" if os.path.basename(argv0).startswith("sconectl") else "veil"
 
 
-def _command_modules() -> list[str]:
+def _modules() -> list[str]:
     """Names of the modules that may register commands (no import)."""
     from pathlib import Path
 
@@ -71,14 +71,24 @@ def _command_modules() -> list[str]:
     return sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith("_"))
 
 
+def _command_modules() -> list[str]:
+    """The modules of root commands; `cas_trust.py` adds `trust` to the group of `cas.py`."""
+    names = _modules()
+    return [n for n in names if not any(n.startswith(g + "_") for g in names)]
+
+
 _loaded: set[str] = set()
 
 
 def _load_commands(app: Any, only: str | None = None) -> None:
-    """Register the command of module `only`, or of every module; each module once."""
+    """Register the command of module `only` (with the subcommands its `only_*` modules add),
+    or of every module; each module once."""
     import importlib
 
-    for name in [only] if only else _command_modules():
+    names = _modules()
+    if only:
+        names = [n for n in names if n == only or n.startswith(only + "_")]
+    for name in names:
         if name in _loaded:
             continue
         _loaded.add(name)

@@ -64,12 +64,14 @@ def describe_service(
                               workdir=workdir, record=record)
 
 
-def _stable(image: str) -> dict[str, Any]:
+def _stable(image: str, notes: list[str]) -> dict[str, Any]:
     """`build.stable` from the local index only: a dry run asks no registry."""
     from veil.manifest.description import StableImage
 
     entry = LocalIndex().get(image)
     if entry is None or not entry.description.measurement:
+        notes.append(f"build.stable {image}: not in the local index with a measurement; a dry "
+                     "run asks no registry, the build reads it there")
         return {}
     return {"stable": StableImage(image=image, measurement=entry.description.measurement,
                                   digest=entry.digest)}
@@ -90,7 +92,8 @@ def record_service(
     b = svc.build
     ctx_dir = target / b.name
     base = b.from_ or DEFAULT_BASE
-    extra = {**(record or {}), **(_stable(b.stable) if b.stable else {})}
+    notes: list[str] = []
+    extra = {**(record or {}), **(_stable(b.stable, notes) if b.stable else {})}
     with replace_dir(ctx_dir) as tmp:
         ctx = stage_context(
             svc, source, tmp, base=base, site_packages=None, requirements_dir=None,
@@ -107,4 +110,4 @@ def record_service(
     if not (built is not None and built.digest and built.description.measurement
             and built.description.manifest_digest == desc.manifest_digest):
         index.put(IndexEntry(image=b.to, description=desc, source=str(manifest)))
-    return Recorded(context=ctx_dir, description=desc, notes=ctx.notes)
+    return Recorded(context=ctx_dir, description=desc, notes=notes + ctx.notes)
