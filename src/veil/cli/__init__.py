@@ -18,12 +18,16 @@ from typing import Any
 __all__ = ["COMMANDS", "app", "main"]
 
 # The commands as `veil --help` lists them: name → the help line of the command. A module that
-# registers a command not listed here is still found and run; tests/cli/test_startup.py keeps
-# this table equal to what the modules register.
+# registers a command not listed here is still found and run, and listed with the first
+# sentence of its module docstring; tests/cli/test_startup.py keeps this table equal to what
+# the modules register.
 COMMANDS: dict[str, str] = {
     "apply": "Apply a service manifest or a mesh (dispatching on `kind`).",
     "base": "Base images for Veil services.",
     "cas": "Run CAS, the Configuration and Attestation Service.",
+    "check": "Checks that change nothing.",
+    "deploy": "Deploy through Argo CD: the deployment, alias and team applications in a GitOps "
+              "repository, after the pre-deploy checks.",
     "down": "Stop the mesh `veil up` runs: containers and network removed.",
     "env": "Inspect the resolved environment of a mesh's services.",
     "inspect": "Print the service description of IMAGE as JSON (registry label, else the local "
@@ -107,6 +111,18 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _summary(module: str) -> str:
+    """The first sentence of a module's docstring, without its "`veil x ...`: " prefix."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")
+    m = re.match(r'\s*(?:"""|\'\'\')(.*?)(?:\.\s|"""|\'\'\'|\n\n)', text, re.S)
+    line = " ".join((m.group(1) if m else "").split())
+    line = re.sub(r"^`[^`]*`\s*:\s*", "", line)
+    return line[:1].upper() + line[1:] + ("." if line and not line.endswith(".") else "")
+
+
 def _root_help(prog: str) -> str:
     import textwrap
 
@@ -122,7 +138,7 @@ def _root_help(prog: str) -> str:
     names = [n.replace("_", "-") for n in _command_modules()]
     width = max(len(n) for n in names) + 2
     for n in names:
-        text = COMMANDS.get(n, "")
+        text = COMMANDS.get(n) or _summary(n.replace("-", "_"))
         wrapped = textwrap.wrap(text, 78 - width - 2) or [""]
         lines.append(f"  {n.ljust(width)}{wrapped[0]}".rstrip())
         lines += [" " * (width + 2) + w for w in wrapped[1:]]
