@@ -4,6 +4,7 @@ Every refusal leaves the GitOps repository exactly as it was: HEAD, every file, 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from veil.deploy.apply import PredeployFailed
 from veil.deploy.gitops import PushRejected, RepositoryNotReady
 from veil.deploy.render import pulled_images, render_chart
 from veil.deploy.schema import validate_object
+from veil.errors import OperationalError
 
 pytestmark = pytest.mark.integration
 helm_python = pytest.importorskip("helm_python")
@@ -210,3 +212,72 @@ def test_a_role_other_than_the_builds_is_refused(world: World) -> None:
                                       serviceAccount={"roleArn": other}))
     (problem,) = info.value.problems
     assert problem.path == "serviceAccount.roleArn" and problem.allowed == ROLE
+
+
+def test_moving_an_alias_alone_is_a_one_line_commit(world: World) -> None:
+    ref1, d1 = world.image("1")
+    ref2, d2 = world.image("2")
+    world.deploy(world.deployment(image=f"{ref1}@{d1}", alias="fraud"))
+    world.deploy(world.deployment(app="fraud-v2", image=f"{ref2}@{d2}"))  # deployed, not live
+    done = world.deploy(world.deployment(app="fraud-v2", image=f"{ref2}@{d2}", alias="fraud"))
+    assert done.commit is not None and done.commit.files == ("teams/ml/aliases/fraud.yaml",)
+    numstat = git(world.repo, "show", "--numstat", "--format=", "HEAD").split()
+    assert numstat == ["1", "1", "teams/ml/aliases/fraud.yaml"]
+    assert git(world.repo, "log", "-1", "--format=%s").startswith("deploy ml/fraud-v2: image")
+    assert "alias fraud → fraud-v2 (was fraud-v1)" in git(world.repo, "log", "-1",
+                                                          "--format=%b")
+
+
+def test_a_chart_with_a_symbolic_link_is_not_copied(world: World) -> None:
+    ref, digest = world.image("1")
+    secret = world.tmp / "secret.txt"
+    secret.write_text("do not publish")
+    chart = world.tmp / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: linked\nversion: 0.1.0\n")
+    (chart / "templates" / "pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+        "    - name: app\n"
+        "      image: \"{{ .Values.image.repository }}@{{ .Values.image.digest }}\"\n")
+    (chart / "notes.txt").symlink_to(secret)
+    before = world.snapshot()
+    with pytest.raises(OperationalError, match="symbolic link"):
+        world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"}))
+    assert world.snapshot() == before
+
+
+def test_a_refusing_commit_hook_leaves_the_repository_as_it_was(world: World) -> None:
+    ref, digest = world.image("1")
+    hook = world.repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho 'no commits today' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    before = world.snapshot()
+    with pytest.raises(OperationalError, match="no commits today"):
+        world.deploy(world.deployment(image=f"{ref}@{digest}", alias="fraud"))
+    assert world.snapshot() == before
+    assert git(world.repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert not (world.repo / "teams").exists()
+
+
+def test_concurrent_deployments_to_one_working_copy_each_get_their_commit(world: World) -> None:
+    ref, digest = world.image("1")
+    paths = [world.deployment(name=f"d{i}.yaml", app=f"app-{i}", image=f"{ref}@{digest}")
+             for i in range(4)]
+    errors: list[BaseException] = []
+
+    def run(path: Path) -> None:
+        try:
+            world.deploy(path)
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    subjects = git(world.repo, "log", "--format=%s").splitlines()
+    assert sorted(s.split(":")[0] for s in subjects[:4]) == [
+        f"deploy ml/app-{i}" for i in range(4)]
+    assert git(world.remote, "rev-parse", "main") == git(world.repo, "rev-parse", "HEAD")
