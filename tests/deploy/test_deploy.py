@@ -125,9 +125,12 @@ def test_a_chart_that_does_not_render_is_refused(world: World) -> None:
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: broken\nversion: 0.1.0\n")
     (chart / "templates" / "x.yaml").write_text("{{ .Values.nope.deeper }}\n")
     before = world.snapshot()
-    with pytest.raises(PredeployFailed, match="pre-deploy check") as info:
-        world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"}))
-    assert any("does not render" in p.message and p.path == "chart"
+    with pytest.raises(PredeployFailed, match="2 pre-deploy checks") as info:
+        world.deploy(world.deployment(team="nobody", image=f"{ref}@{digest}",
+                                      chart={"path": "./chart"}))
+    # reported together with the other failures, not after them
+    assert sorted(p.path for p in info.value.problems) == ["chart", "team"]
+    assert any("does not render" in p.message and "nope" in p.message
                for p in info.value.problems)
     assert world.snapshot() == before
 

@@ -55,12 +55,11 @@ def _existing(repo: GitOpsRepo, team: str) -> dict[str, set[str]]:
 
 
 def check(loaded: LoadedDeployment, images: Images, *, repo: GitOpsRepo | None = None,
-          records: BuildRecords | None = None,
+          records: BuildRecords | None = None, teams: Teams | None = None,
           platform_env: Mapping[str, str] = PLATFORM_ENV) -> Report:
-    teams: Teams | None = None
     existing: dict[str, set[str]] = {}
     if repo is not None:
-        teams, _ = load_teams(repo.path)
+        teams = teams or load_teams(repo.path)[0]
         existing = _existing(repo, loaded.model.team)
     return predeploy(loaded, images, teams=teams, existing=existing, records=records,
                      platform_env=platform_env)
@@ -72,10 +71,11 @@ def deploy(loaded: LoadedDeployment, repo: GitOpsRepo, images: Images, *,
     dep = loaded.model
     with repo.lock():
         repo.check_clean()
-        report = check(loaded, images, repo=repo, records=records, platform_env=platform_env)
+        teams, _ = load_teams(repo.path)
+        report = check(loaded, images, repo=repo, records=records, teams=teams,
+                       platform_env=platform_env)
         if report.errors:
             raise PredeployFailed(report, loaded.file)
-        teams, _ = load_teams(repo.path)
         team = teams.get(dep.team)
         assert team is not None  # checked
         files, objects, summary = _files(loaded, report, repo, repo_url or repo.repo_url(),

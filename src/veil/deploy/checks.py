@@ -113,8 +113,11 @@ def predeploy(loaded: LoadedDeployment, images: Images, *, teams: Teams | None =
     elif dep.chart.wrapper is None:
         problem("no `code` given: the program's own variables were not checked", ("code",),
                 severity="warning")
-    if report.image is not None:  # without the image's own env the table would mislead
+    if report.image is not None:
         _env_checks(loaded, report, reads, platform_env, problem)
+    else:  # without the image's own env the table would mislead
+        problem("the environment was not checked: the image could not be read", ("env",),
+                severity="warning")
     for name in dep.env:
 
         if any(w in name.upper() for w in ("PASSWORD", "SECRET", "TOKEN", "PRIVATE_KEY")):
@@ -123,7 +126,7 @@ def predeploy(loaded: LoadedDeployment, images: Images, *, teams: Teams | None =
                     allowed="secrets from CAS (injected into the measured program), not env")
 
     # 2b. render the chart with the values it will get, and see what it pulls
-    if report.image is not None and not report.errors:
+    if report.image is not None:
         report.values = chart_values(loaded, report)
         report.chart_dir = _chart_dir(loaded)
         if report.chart_dir is None:
