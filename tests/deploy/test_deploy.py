@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.support import ROLE, git
-from tests.deploy.world import World, make_world
+from tests.deploy.world import World, make_world, mesh_like_chart
 from veil.deploy.apply import PredeployFailed
 from veil.deploy.gitops import PushRejected, RepositoryNotReady
 from veil.deploy.render import pulled_images, render_chart
@@ -127,7 +127,7 @@ def test_a_chart_that_does_not_render_is_refused(world: World) -> None:
     before = world.snapshot()
     with pytest.raises(PredeployFailed, match="2 pre-deploy checks") as info:
         world.deploy(world.deployment(team="nobody", image=f"{ref}@{digest}",
-                                      chart={"path": "./chart"}))
+                                      chart={"path": "./chart"}, env={}))
     # reported together with the other failures, not after them
     assert sorted(p.path for p in info.value.problems) == ["chart", "team"]
     assert any("does not render" in p.message and "nope" in p.message
@@ -135,20 +135,55 @@ def test_a_chart_that_does_not_render_is_refused(world: World) -> None:
     assert world.snapshot() == before
 
 
-def test_a_chart_that_pulls_another_image_is_refused(world: World) -> None:
+def _pinned(ref: str, digest: str) -> str:
+    return f"{ref.rsplit(':', 1)[0]}@{digest}"
+
+
+def test_a_chart_folder_deploys_with_its_own_pinned_images(world: World) -> None:
     ref, digest = world.image("1")
-    chart = world.tmp / "chart"
-    (chart / "templates").mkdir(parents=True)
-    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: sneaky\nversion: 0.1.0\n")
-    (chart / "templates" / "pod.yaml").write_text(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
-        "    - name: app\n"
-        "      image: \"{{ .Values.image.repository }}:{{ .Values.image.tag }}\"\n")
+    other, other_digest = world.image("3", name="cache")
+    mesh_like_chart(world.tmp / "chart", {"api": _pinned(ref, digest),
+                                          "cache": _pinned(other, other_digest)})
+    done = world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"},
+                                         env={}, values={"api": {"replicas": 2}}))
+    assert done.commit is not None
+    app = world.load("teams/ml/apps/fraud-v1.yaml")
+    assert app["spec"]["source"]["path"] == "teams/ml/charts/fraud-v1"
+    values = app["spec"]["source"]["helm"]["valuesObject"]
+    # the role reaches every subchart's ServiceAccount; the chart's images are left alone
+    for service in ("api", "cache"):
+        assert values[service]["serviceAccount"]["annotations"] == {
+            "eks.amazonaws.com/role-arn": ROLE}
+    assert "image" not in values and values["api"]["replicas"] == 2
+    copied = world.repo / "teams/ml/charts/fraud-v1"
+    assert (copied / "charts/cache/templates/deployment.yaml").is_file()
+    objects = render_chart(copied, values, release="fraud-v1", namespace="ml")
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+
+
+@pytest.mark.parametrize("cache", ["by-tag", "unpushed", "missing-deployed"])
+def test_a_chart_folder_must_pull_pinned_pushed_images(world: World, cache: str) -> None:
+    ref, digest = world.image("1")
+    other, _ = world.image("3", name="cache")
+    images = {"api": _pinned(ref, digest), "cache": {
+        "by-tag": other,
+        "unpushed": _pinned(other, "sha256:" + "0" * 64),
+        "missing-deployed": _pinned(other, digest),
+    }[cache]}
+    if cache == "missing-deployed":
+        images["api"] = other
+    mesh_like_chart(world.tmp / "chart", images)
+    before = world.snapshot()
     with pytest.raises(PredeployFailed) as info:
-        world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"}))
-    messages = [p.message for p in info.value.problems]
-    assert any("does not pull the deployed image" in m for m in messages)
-    assert any(f"pulls {ref}," in m for m in messages)  # by tag: not what was checked
+        world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"},
+                                      env={}))
+    text = "\n".join(p.message for p in info.value.problems)
+    expected = {"by-tag": "by tag, which may move",
+                "unpushed": "has no digest sha256:0000",
+                "missing-deployed": "does not pull the deployed image"}[cache]
+    assert expected in text
+    assert world.snapshot() == before
 
 
 def test_a_dirty_repository_is_refused_and_left_alone(world: World) -> None:
@@ -235,17 +270,12 @@ def test_a_chart_with_a_symbolic_link_is_not_copied(world: World) -> None:
     ref, digest = world.image("1")
     secret = world.tmp / "secret.txt"
     secret.write_text("do not publish")
-    chart = world.tmp / "chart"
-    (chart / "templates").mkdir(parents=True)
-    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: linked\nversion: 0.1.0\n")
-    (chart / "templates" / "pod.yaml").write_text(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
-        "    - name: app\n"
-        "      image: \"{{ .Values.image.repository }}@{{ .Values.image.digest }}\"\n")
+    chart = mesh_like_chart(world.tmp / "chart", {"api": _pinned(ref, digest)})
     (chart / "notes.txt").symlink_to(secret)
     before = world.snapshot()
     with pytest.raises(OperationalError, match="symbolic link"):
-        world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"}))
+        world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"},
+                                      env={}))
     assert world.snapshot() == before
 
 

@@ -67,3 +67,54 @@ class World:
 def make_world(tmp: Path, registry: str, *, remote: bool = True) -> World:
     repo, bare = gitops_repo(tmp, remote=remote)
     return World(tmp, registry, repo, bare)
+
+
+SUB_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Chart.Name }}
+spec:
+  selector:
+    matchLabels: {app: {{ .Chart.Name }}}
+  template:
+    metadata:
+      labels: {app: {{ .Chart.Name }}}
+    spec:
+      serviceAccountName: {{ .Chart.Name }}
+      containers:
+        - name: main
+          image: "{{ .Values.image }}"
+"""
+SUB_ACCOUNT = """\
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ .Chart.Name }}
+  {{- with .Values.serviceAccount.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+"""
+
+
+def mesh_like_chart(folder: Path, images: dict[str, str]) -> Path:
+    """An umbrella chart with one subchart per service, each pulling `images[service]` and
+    with its own ServiceAccount — the shape of the chart `veil apply -f mesh.yaml` writes."""
+    (folder / "templates").mkdir(parents=True)
+    (folder / "templates" / "NOTES.txt").write_text("mesh\n")
+    (folder / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: mesh\nversion: 0.1.0\ndependencies:\n" + "".join(
+            f"  - name: {s}\n    version: 0.1.0\n" for s in images))
+    values = {}
+    for service, image in images.items():
+        sub = folder / "charts" / service
+        (sub / "templates").mkdir(parents=True)
+        (sub / "Chart.yaml").write_text(f"apiVersion: v2\nname: {service}\nversion: 0.1.0\n")
+        (sub / "values.yaml").write_text(yaml.safe_dump(
+            {"image": image, "serviceAccount": {"annotations": {}}}))
+        (sub / "templates" / "deployment.yaml").write_text(SUB_DEPLOYMENT)
+        (sub / "templates" / "serviceaccount.yaml").write_text(SUB_ACCOUNT)
+        values[service] = {"image": image, "serviceAccount": {"annotations": {}}}
+    (folder / "values.yaml").write_text(yaml.safe_dump(values))
+    return folder

@@ -16,19 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from veil.deploy.chartcheck import check_chart
 from veil.deploy.envcheck import PLATFORM_ENV, EnvTable, env_table
 from veil.deploy.envscan import Read, scan_tree
 from veil.deploy.images import ImageFacts, Images
 from veil.deploy.load import LoadedDeployment
 from veil.deploy.model import Team, Teams
-from veil.deploy.render import WRAPPER_CHART, bundled_chart, pulled_images, render_chart
 from veil.errors import Problem, VeilError
 from veil.image.reference import Reference, parse_reference
 from veil.wrap.config import env_for
 
 __all__ = ["BuildRecord", "BuildRecords", "Report", "predeploy"]
 
-ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
 
 
 @dataclass(frozen=True)
@@ -110,16 +109,17 @@ def predeploy(loaded: LoadedDeployment, images: Images, *, teams: Teams | None =
                     allowed="the program's source folder (relative to the deployment file)")
         else:
             reads = scan_tree(code)
-    elif dep.chart.wrapper is None:
-        problem("no `code` given: the program's own variables were not checked", ("code",),
+    elif dep.chart.wrapper is not None:
+        problem("no `code` given: only the wrapper's own variables were checked", ("code",),
                 severity="warning")
-    if report.image is not None:
+    if dep.chart.path is not None and dep.code is None:
+        pass  # a chart folder's pods get their environment from the chart (or CAS), not here
+    elif report.image is not None:
         _env_checks(loaded, report, reads, platform_env, problem)
     else:  # without the image's own env the table would mislead
         problem("the environment was not checked: the image could not be read", ("env",),
                 severity="warning")
     for name in dep.env:
-
         if any(w in name.upper() for w in ("PASSWORD", "SECRET", "TOKEN", "PRIVATE_KEY")):
             problem(f"{name} looks like a credential: the GitOps repository is plain text",
                     ("env", name), severity="warning",
@@ -127,19 +127,7 @@ def predeploy(loaded: LoadedDeployment, images: Images, *, teams: Teams | None =
 
     # 2b. render the chart with the values it will get, and see what it pulls
     if report.image is not None:
-        report.values = chart_values(loaded, report)
-        report.chart_dir = _chart_dir(loaded)
-        if report.chart_dir is None:
-            problem("the path leaves the deployments folder", ("chart", "path"),
-                    value=dep.chart.path, allowed=f"a path inside {loaded.base_dir}")
-            return report
-        try:
-            report.objects = render_chart(report.chart_dir, report.values, release=dep.app,
-                                          namespace=dep.team)
-        except VeilError as err:
-            problem(err.message, ("chart",))
-        else:
-            _pull_checks(loaded, report, problem)
+        check_chart(loaded, report, images, problem)
     return report
 
 
@@ -245,49 +233,3 @@ def _role(loaded: LoadedDeployment, record_role: str | None, image: ImageFacts |
                 "ServiceAccount gets no eks.amazonaws.com/role-arn", ("serviceAccount",),
                 severity="warning")
     return named or built
-
-
-def chart_values(loaded: LoadedDeployment, report: Report) -> dict[str, Any]:
-    """The Helm values the Application carries: the deployment's `values` plus what Veil
-    computed from the checked fields (these always win)."""
-    dep = loaded.model
-    assert report.image is not None
-    ref = report.image.reference
-    values: dict[str, Any] = dict(dep.values)
-    if dep.chart.wrapper:
-        values["kind"] = dep.chart.wrapper
-    values["image"] = {"repository": ref.name, "tag": ref.tag or "",
-                       "digest": report.image.digest}
-    values["env"] = dict(sorted(dep.env.items()))
-    values["sidecars"] = [
-        {"name": s.name, "image": report.sidecars[s.name], "env": dict(sorted(s.env.items())),
-         "args": list(s.args)}
-        for s in dep.sidecars if s.name in report.sidecars
-    ]
-    annotations = {ROLE_ANNOTATION: report.role_arn} if report.role_arn else {}
-    values["serviceAccount"] = {"annotations": annotations}
-    values["veil"] = {"team": dep.team, "app": dep.app}
-    return values
-
-
-def _chart_dir(loaded: LoadedDeployment) -> Path | None:
-    chart = loaded.model.chart
-    if chart.wrapper:
-        return bundled_chart(WRAPPER_CHART)
-    assert chart.path is not None
-    return loaded.path(chart.path)
-
-
-def _pull_checks(loaded: LoadedDeployment, report: Report, problem: Any) -> None:
-    assert report.image is not None
-    expected = report.image.pinned
-    allowed = {expected, *report.sidecars.values()}
-    pulls = pulled_images(report.objects)
-    if not any(image == expected for _, _, image in pulls):
-        problem(f"the chart does not pull the deployed image {expected}", ("chart",),
-                allowed="a chart whose pods use image.repository@image.digest")
-    for where, container, image in pulls:
-        if image not in allowed:
-            problem(f"the chart's {where} container {container!r} pulls {image}, which is "
-                    "neither the deployed image nor a declared sidecar (by digest)",
-                    ("chart",), allowed=", ".join(sorted(allowed)))

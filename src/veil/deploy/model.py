@@ -150,6 +150,9 @@ class Deployment(_Strict):
                              "build id; with `image` too, the one of its images to deploy)")
         if self.alias is not None and self.alias == self.app:
             raise ValueError("the alias must differ from the app name")
+        if self.chart.path is not None and (self.env or self.sidecars):
+            raise ValueError("`env` and `sidecars` reach the pods through Veil's wrapper chart; "
+                             "a chart folder sets its own (use `values`)")
         names = [s.name for s in self.sidecars]
         dupes = sorted({n for n in names if names.count(n) > 1} | ({"app"} & set(names)))
         if dupes:
