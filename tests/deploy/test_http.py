@@ -103,7 +103,8 @@ def test_request_paths_cannot_leave_the_deployments_folder(
     before = world.snapshot()
     for path in (str(secret), "../server-only", "link"):
         value: Any = {"path": path} if field == "chart" else path
-        resp = client.post("/deployments", json=_body(world, **{field: value}))
+        extra: dict[str, Any] = {"env": {}, "code": None} if field == "chart" else {}
+        resp = client.post("/deployments", json=_body(world, **{field: value, **extra}))
         assert resp.status_code == 422, resp.text
         errors = resp.json()["report"]["errors"]
         assert any("leaves the deployments folder" in e["message"] for e in errors)

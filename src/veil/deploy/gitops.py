@@ -83,6 +83,8 @@ class GitOpsRepo:
         return proc
 
     def head(self) -> str | None:
+        if "head" in self._facts:  # read by check_clean under the lock
+            return self._facts["head"]
         proc = self._git("rev-parse", "--verify", "-q", "HEAD", check=False)
         return proc.stdout.strip() or None
 
@@ -142,14 +144,23 @@ class GitOpsRepo:
                 raise RepositoryNotReady(
                     f"{self.path}: a git merge, rebase or cherry-pick is in progress",
                     hint="finish or abort it, then deploy again")
-        status = self._git("status", "--porcelain", "--untracked-files=all").stdout
-        if status.strip():
-            files = [line[3:] for line in status.splitlines()][:10]
+        # one call for cleanliness, the branch and its commit (porcelain v2 headers)
+        status = self._git("status", "--porcelain=v2", "--branch",
+                           "--untracked-files=all").stdout
+        headers = dict(line[2:].split(" ", 1) for line in status.splitlines()
+                       if line.startswith("# ") and " " in line[2:])
+        changes = [line for line in status.splitlines() if not line.startswith("#")]
+        if changes:
+            files = [_status_path(line) for line in changes][:10]
             raise RepositoryNotReady(
                 f"the GitOps repository {self.path} has uncommitted changes: "
                 f"{', '.join(files)}",
                 hint="commit, stash or remove them; Veil commits only its own changes")
-        self.branch()
+        if headers.get("branch.head", "(detached)") == "(detached)":
+            self.branch()  # raises, saying so
+        self._facts["branch"] = headers["branch.head"]
+        oid = headers.get("branch.oid", "(initial)")
+        self._facts["head"] = None if oid == "(initial)" else oid
 
     def commit(self, files: Mapping[str, str | None], message: str) -> Commit | None:
         """Write `files` (path → text; None deletes) as one commit and push it. None when
@@ -169,6 +180,7 @@ class GitOpsRepo:
                     atomic_write_text(target, text)
             self._git("add", "-A", "--", *sorted(changed))
             self._git(*self._who(), "commit", "-q", "-F", "-", input=message)
+            self._facts.pop("head", None)
             sha = self.head() or ""
             pushed = self._push(branch)
         except BaseException:
@@ -233,3 +245,11 @@ def _push_reasons(output: str) -> list[str]:
         elif line.startswith("!") and "\t" in line:
             out.append(line.split("\t")[-1].strip("[] "))
     return list(dict.fromkeys(out))
+
+
+def _status_path(line: str) -> str:
+    """The path of one `git status --porcelain=v2` entry (paths may hold spaces)."""
+    fields = {"1": 8, "2": 9, "u": 10}.get(line[:1])
+    if fields is None:  # "? path", "! path"
+        return line[2:]
+    return line.split(" ", fields)[fields].split("\t")[0]
