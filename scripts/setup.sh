@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 # Installed without recommends, so everything relied on is named here (tests/setup checks it):
 # catatonit is podman's --init, golang-github-containernetworking-plugin-dnsname lets the
 # services of a `veil up` mesh find each other by name, gettext-base is envsubst, curl the
-# demo's readiness probe.
-APT_PACKAGES=(buildah podman runc catatonit golang-github-containernetworking-plugin-dnsname skopeo umoci docker-registry debootstrap postgresql git wrk softhsm2 chromium gettext-base curl)
+# demo's readiness probe, openjdk-17-jdk-headless builds the Java example's jar.
+APT_PACKAGES=(buildah podman runc catatonit golang-github-containernetworking-plugin-dnsname skopeo umoci docker-registry debootstrap postgresql git wrk softhsm2 chromium gettext-base curl openjdk-17-jdk-headless)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -430,14 +430,15 @@ def test_host_paths_said_not_measured_with_a_production_warning(
     assert code == 0 and err == "" and "not measured /etc/ssl/certs" in out
 
 
-def test_java_kind_is_refused_at_build_with_its_line(
+def test_java_kind_without_a_base_is_refused_with_its_line(
         work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = (work / "service.yaml").read_text()
-    (work / "service.yaml").write_text(text.replace("  kind: python", "  kind: java17"))
+    (work / "service.yaml").write_text(text.replace("  kind: python", "  kind: java11"))
     assert run(capsys, "apply", "-f", "service.yaml", "-d") == (2, "", (
         "error: cannot build service.yaml\n"
-        "  service.yaml:28:9: error at build.kind: build.kind java17: this version of Veil "
-        "builds Python services only; a Java runtime base image (`veil base create java`) is "
-        "not part of it yet (got 'java17'); allowed: python\n"))
+        "  service.yaml:28:9: error at build.kind: build.kind java11: Veil's Java base image "
+        "(`veil base create java`) holds Debian's JRE 17; there is no base for this Java "
+        "version or distribution (got 'java11'); allowed: python, java, java-glibc, java17, "
+        "java17-glibc\n"))
     # its variables can still be listed
     assert run(capsys, "apply", "-f", "service.yaml", "-p")[0] == 0

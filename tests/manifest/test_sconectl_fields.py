@@ -216,3 +216,20 @@ def test_multi_line_values_reach_the_program_intact() -> None:
                                        "-----END CERTIFICATE-----\n")
     assert env["QUOTED"].value == "first\n  indented\n"
     assert env["PIPE"].value == "a | b"
+
+
+def test_stable_measurement_is_accepted_beside_the_new_one_in_the_session() -> None:
+    """sconectl's rolling update: the session of a service built with `build.stable` accepts
+    the measurement of the image deployed now and of the new one; without it, only the new."""
+    from veil.manifest.description import StableImage
+    from veil.policy.compile import compile_mesh
+
+    new, old = "a" * 64, "b" * 64
+    d = description("app", global_={"API_USER": "me"}).model_copy(update={"measurement": new})
+    rolling = d.model_copy(update={"stable": StableImage(image="reg.example/app:0",
+                                                          measurement=old)})
+    for desc, expected in ((rolling, [new, old]), (d, [new])):
+        m = mesh([("app", "app")])
+        sessions = compile_mesh(m.model, resolve_mesh(m, index(desc)), "debug")
+        [doc] = [c.document for c in sessions if c.name == "app"]
+        assert doc.services[0].attestation.measurement == expected

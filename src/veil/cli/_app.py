@@ -119,7 +119,7 @@ def _root(
         0, "--verbose", "-v", count=True, callback=_count_verbose,
         help="More output; repeat it (-vv) to see tracebacks. Allowed anywhere on the line."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", callback=_set_quiet,
+    quiet: bool = typer.Option(False, "--quiet", "-q", "--quite", callback=_set_quiet,
                                help="No progress spinner or progress lines."),
     version: bool = typer.Option(
         False, "--version", "-V", callback=_version, is_eager=True,

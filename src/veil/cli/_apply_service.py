@@ -26,13 +26,14 @@ __all__ = ["apply_service"]
 
 def _refuse_java(path: Path, service: GenService, positions: Positions | None) -> None:
     from veil.errors import Problem
+    from veil.image.base import JAVA_KINDS
 
     kind = service.build.kind
-    if kind == "python":
+    if kind == "python" or kind in JAVA_KINDS:
         return
-    why = (f"build.kind {kind}: this version of Veil builds Python services only; a Java "
-           "runtime base image (`veil base create java`) is not part of it yet")
-    allowed = "python"
+    why = (f"build.kind {kind}: Veil's Java base image (`veil base create java`) holds "
+           "Debian's JRE 17; there is no base for this Java version or distribution")
+    allowed = "python, " + ", ".join(JAVA_KINDS)
     problem = (positions.problem(why, ("build", "kind"), value=kind, allowed=allowed)
                if positions is not None else
                Problem(why, file=str(path), path="build.kind", value=kind, allowed=allowed))

@@ -199,7 +199,7 @@ def _apply_mesh(doc: Loaded, options: ApplyOptions, diff: bool) -> None:
                        release_version=options.release_version,
                        app_version=options.set_version)
     lookup = IndexThenRegistry(debug=state.debug, pull=options.pull)
-    with state.err.status("applying the mesh") as status:
+    with state.status("applying the mesh") as status:
         result = apply_mesh(doc, opts, descriptions=lookup,
                             progress=lambda _stage, msg: status.update(msg))
     show_result(doc, result, diff=diff)

@@ -25,12 +25,13 @@ from typing import Any
 
 from veil.errors import OperationalError
 from veil.fsutil import replace_dir
-from veil.image.base import DEFAULT_BASE
+from veil.image.base import default_base
 from veil.image.context import check_target, locate_input, measure_context, stage_context
 from veil.image.dryrun import record_service, write_description
 from veil.image.fastpath import forget_build, record_build, try_fast_push
 from veil.image.index import IndexEntry, LocalIndex
 from veil.image.interpreter import Interpreter, interpreter_of_image
+from veil.image.jvm import jvm_of_image
 from veil.image.push import check_registry, push_image
 from veil.image.reference import parse_reference
 from veil.image.requirements import install_requirements
@@ -78,16 +79,17 @@ def _inspect(name: str) -> dict[str, Any] | None:
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
-def resolve_base(name: str, progress: Progress) -> BaseImage:
+def resolve_base(name: str, progress: Progress, kind: str = "python") -> BaseImage:
     require("buildah")
+    flavour = "python" if kind == "python" else "java"
     info = _inspect(name)
     if info is None:
         progress(f"pulling base image {name}")
         run_tool(
             ["buildah", "pull", "--quiet", *tls_flag(name), name],
             what=f"the base image {name} cannot be pulled",
-            hint=f"push one there with `veil base create python --to {name}`, or name an "
-            "existing Python image in build.from",
+            hint=f"push one there with `veil base create {flavour} --to {name}`, or name an "
+            f"existing {flavour.capitalize()} image in build.from",
         )
         info = _inspect(name)
         if info is None:
@@ -191,21 +193,26 @@ def _build(
     if b.stable:
         progress(f"reading the measurement of the stable image {b.stable}")
         record["stable"] = stable_image(b.stable, b.to)
-    base = resolve_base(b.from_ or DEFAULT_BASE, progress)
+    base = resolve_base(b.from_ or default_base(b.kind), progress, kind=b.kind)
     req_dir = None
     if b.requirements:
         progress(f"resolving {b.requirements} for Python {base.interpreter.version}")
         req_file = locate_input(b.requirements, workdir, source)
         req_dir = install_requirements(req_file, base.interpreter.version)
     interp = base.interpreter
+    runtime_paths, runtime_entries = interp.paths, interp.entries
+    if b.kind != "python":  # a Java service: the JVM runs it, so the JVM is measured too
+        jvm = jvm_of_image(base.image_id)
+        runtime_paths, runtime_entries = [*interp.paths, *jvm.paths], [*interp.entries,
+                                                                        *jvm.entries]
     ctx_dir = target / b.name
     with replace_dir(ctx_dir) as tmp:
         ctx = stage_context(
             svc, source, tmp, base=base.pinned, site_packages=interp.site_packages,
-            requirements_dir=req_dir, interpreter_paths=interp.paths, positions=positions,
+            requirements_dir=req_dir, interpreter_paths=runtime_paths, positions=positions,
             workdir=workdir,
         )
-        measurement = measure_context(ctx, interp.paths, interp.entries)
+        measurement = measure_context(ctx, runtime_paths, runtime_entries)
         desc = ServiceDescription.from_genservice(svc).model_copy(update={
             "measurement": measurement, "base_image": base.name, "base_digest": base.digest,
             **record,

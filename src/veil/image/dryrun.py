@@ -17,7 +17,7 @@ from typing import Any
 from veil.fsutil import replace_dir
 from veil.image.context import check_target, stage_context
 from veil.image.index import IndexEntry, LocalIndex
-from veil.image.reference import DEFAULT_BASE, parse_reference
+from veil.image.reference import default_base, parse_reference
 from veil.manifest.description import ServiceDescription
 from veil.manifest.load import Positions
 from veil.manifest.models import GenService
@@ -91,7 +91,7 @@ def record_service(
     """
     b = svc.build
     ctx_dir = target / b.name
-    base = b.from_ or DEFAULT_BASE
+    base = b.from_ or default_base(b.kind)
     notes: list[str] = []
     extra = {**(record or {}), **(_stable(b.stable, notes) if b.stable else {})}
     with replace_dir(ctx_dir) as tmp:

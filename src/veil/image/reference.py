@@ -7,10 +7,17 @@ from dataclasses import dataclass
 from veil.errors import UserError
 from veil.manifest.imageref import FORM, REFERENCE_RE, reference_problem
 
-__all__ = ["DEFAULT_BASE", "Reference", "parse_reference"]
+__all__ = ["DEFAULT_BASE", "DEFAULT_JAVA_BASE", "Reference", "default_base", "parse_reference"]
 
 # the base image of a service without `build.from`: what `veil base create python` pushes
 DEFAULT_BASE = "127.0.0.1:5000/veil/python:bookworm"
+DEFAULT_JAVA_BASE = "127.0.0.1:5000/veil/java:17-bookworm"  # `veil base create java`
+
+
+def default_base(kind: str) -> str:
+    """The base image of a `build.kind` when `build.from` names none."""
+    return DEFAULT_JAVA_BASE if kind.startswith("java") else DEFAULT_BASE
+
 
 @dataclass(frozen=True)
 class Reference:

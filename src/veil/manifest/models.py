@@ -220,6 +220,9 @@ class Build(_Model):
                 f"build.wrap: {self.wrap} needs build.entrypoint "
                 "(module:callable, e.g. model:predict)"
             )
+        if self.kind != "python" and self.requirements:
+            raise ValueError(f"build.requirements is a pip requirements file; a {self.kind} "
+                             "service copies its jars with build.copy")
         pwd = self.pwd.rstrip("/")
         for p in self.host_paths:
             if p == pwd or p.startswith(pwd + "/") or pwd.startswith(p + "/"):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from veil.errors import ManifestError, Problem
+from veil.manifest.description import ServiceDescription
 from veil.manifest.models import Mesh, Secret
 from veil.manifest.tolerance import parse_tolerance
 from veil.resolve.env import ResolvedMesh, ResolvedService
@@ -222,12 +223,20 @@ class _Compiler:
             services=[Service(
                 name=svc.name, image_name=svc.name, command=d.command, pwd=d.pwd,
                 environment={n: v.value for n, v in svc.program_env.items()},
-                attestation=ServiceAttestation(
-                    measurement=[d.measurement] if d.measurement else []),
+                attestation=ServiceAttestation(measurement=_measurements(d)),
             )],
             secrets=sorted(secrets, key=lambda x: x.name),
             images=[Image(name=svc.name, injection_files=files)],
         )
+
+
+def _measurements(d: ServiceDescription) -> list[str]:
+    """The image's measurement, and during a rolling update (`build.stable`) the measurement of
+    the image deployed now: both are accepted until an apply without `stable`."""
+    out = [d.measurement] if d.measurement else []
+    if d.stable is not None and d.stable.measurement not in out:
+        out.append(d.stable.measurement)
+    return out
 
 
 def compile_mesh(
