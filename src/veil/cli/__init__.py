@@ -149,7 +149,7 @@ def _flag(arg: str) -> bool:
     """-v (repeated: -vvvv), --verbose, -q, --quiet: root options that take no value."""
     import re
 
-    return arg in ("--verbose", "--quiet") or re.fullmatch(r"-[vq]+", arg) is not None
+    return arg in ("--verbose", "--quiet", "--quite") or re.fullmatch(r"-[vq]+", arg) is not None
 
 
 def _fast(args: list[str], prog: str) -> int | None:
