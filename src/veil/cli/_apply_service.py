@@ -26,7 +26,7 @@ __all__ = ["apply_service"]
 
 def _refuse_java(path: Path, service: GenService, positions: Positions | None) -> None:
     from veil.errors import Problem
-    from veil.image.base import JAVA_KINDS
+    from veil.image.reference import JAVA_KINDS
 
     kind = service.build.kind
     if kind == "python" or kind in JAVA_KINDS:

@@ -20,7 +20,12 @@ from pathlib import Path
 from veil.errors import OperationalError
 from veil.image.interpreter import INTERPRETER_LABEL, interpreter_of_rootfs
 from veil.image.push import push_image
-from veil.image.reference import DEFAULT_BASE, DEFAULT_JAVA_BASE, default_base, parse_reference
+from veil.image.reference import (
+    DEFAULT_BASE,
+    DEFAULT_JAVA_BASE,
+    default_base,
+    parse_reference,
+)
 from veil.image.tools import container_env, require, run_tool, tail, tls_flag
 
 __all__ = [
@@ -45,8 +50,6 @@ BASES = {
     # bookworm's JRE is 17; `java`, `java17` and their -glibc variants run on it
     "java": Flavour("java", "python3,openjdk-17-jre-headless", DEFAULT_JAVA_BASE, "java"),
 }
-# sconectl's Java kinds Veil has a base for (other major versions need a JRE bookworm lacks)
-JAVA_KINDS = ("java", "java-glibc", "java17", "java17-glibc")
 _STRIP = ("var/cache/apt/archives", "var/lib/apt/lists", "var/cache/debconf", "var/log")
 
 

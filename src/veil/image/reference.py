@@ -7,11 +7,16 @@ from dataclasses import dataclass
 from veil.errors import UserError
 from veil.manifest.imageref import FORM, REFERENCE_RE, reference_problem
 
-__all__ = ["DEFAULT_BASE", "DEFAULT_JAVA_BASE", "Reference", "default_base", "parse_reference"]
+__all__ = [
+    "DEFAULT_BASE", "DEFAULT_JAVA_BASE", "JAVA_KINDS", "Reference", "default_base",
+    "parse_reference",
+]
 
 # the base image of a service without `build.from`: what `veil base create python` pushes
 DEFAULT_BASE = "127.0.0.1:5000/veil/python:bookworm"
 DEFAULT_JAVA_BASE = "127.0.0.1:5000/veil/java:17-bookworm"  # `veil base create java`
+# sconectl's Java kinds Veil has a base for (other major versions need a JRE bookworm lacks)
+JAVA_KINDS = ("java", "java-glibc", "java17", "java17-glibc")
 
 
 def default_base(kind: str) -> str:
