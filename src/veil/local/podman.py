@@ -1,0 +1,145 @@
+"""The `Runner` of this machine: podman, with the settings Veil writes for its buildah/podman
+calls (runc, cgroupfs, overlay storage, loopback registries over plain HTTP).
+
+Each service runs detached with `--init` (so SIGTERM stops a Python PID 1), on the mesh's own
+network where the other services find it by its name (the network's DNS), its port published
+on 127.0.0.1 only. podman's errors are translated at this edge: a port that is taken, an image
+that cannot be pulled, podman or its `--init` binary missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+from veil.errors import OperationalError
+from veil.image.tools import container_env, is_loopback, tail
+from veil.local.runner import LABEL_MESH, LABEL_SERVICE, LABEL_SPEC, Container, ContainerSpec
+
+__all__ = ["PodmanRunner"]
+
+_INIT = "/usr/libexec/podman/catatonit"
+
+
+class PodmanRunner:
+    def __init__(self) -> None:
+        self._env: dict[str, str] | None = None
+
+    def _run(self, args: Sequence[str], *, check: bool = True, what: str = "",
+             timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        if self._env is None:
+            self._env = container_env()
+        try:
+            proc = subprocess.run(["podman", *args], capture_output=True, text=True,
+                                  env=self._env, check=False, timeout=timeout)
+        except FileNotFoundError:
+            self.check()
+            raise
+        if check and proc.returncode != 0:
+            raise OperationalError(f"{what or 'podman ' + args[0]}:\n"
+                                   f"{tail((proc.stderr or proc.stdout).encode())}")
+        return proc
+
+    def check(self) -> None:
+        if shutil.which("podman") is None:
+            raise OperationalError(
+                "`podman` is not installed: `veil up` runs every service as a podman container",
+                hint="install the Debian package `podman` (scripts/setup.sh does)")
+        if not os.path.exists(_INIT):
+            raise OperationalError(
+                f"podman's --init binary {_INIT} is missing",
+                hint="install the Debian package `catatonit` (scripts/setup.sh does)")
+
+    def ensure_network(self, name: str, mesh: str, image: str | None = None) -> str:
+        if self._run(["network", "exists", name], check=False).returncode != 0:
+            self._run(["network", "create", "--label", f"{LABEL_MESH}={mesh}", name],
+                      what=f"creating the network {name}")
+        gateway = self._run(["network", "inspect", name, "--format",
+                             "{{range .Subnets}}{{.Gateway}} {{end}}"],
+                            what=f"reading the network {name}").stdout.split()[0]
+        if image is not None and not _is_local_address(gateway):
+            # the bridge (and so the gateway address on this host) comes up with the first
+            # container that joins; the local CAS listens there before any service starts
+            self._run(["run", "--rm", "--network", name, "--entrypoint", "/bin/true",
+                       "--pull", "never", image], what=f"bringing up the network {name}")
+        return gateway
+
+    def remove_network(self, name: str) -> None:
+        self._run(["network", "rm", "-f", name], check=False)
+
+    def containers(self, mesh: str | None = None) -> list[Container]:
+        label = f"{LABEL_MESH}={mesh}" if mesh else LABEL_MESH
+        out = self._run(["ps", "-a", "--filter", f"label={label}", "--format", "json"],
+                        what="listing the containers of `veil up`").stdout
+        found = []
+        for c in json.loads(out or "[]"):
+            labels = c.get("Labels") or {}
+            ports = [(int(p.get("host_port", 0)), int(p.get("container_port", 0)))
+                     for p in c.get("Ports") or []]
+            image = str(c.get("Image", ""))
+            found.append(Container(
+                name=(c.get("Names") or [""])[0], mesh=labels.get(LABEL_MESH, ""),
+                service=labels.get(LABEL_SERVICE, ""), spec=labels.get(LABEL_SPEC, ""),
+                image=image, image_digest=image.partition("@")[2] or None,
+                state=str(c.get("State", "")).lower(),
+                exit_code=c.get("ExitCode") if c.get("Exited") else None, ports=ports))
+        return sorted(found, key=lambda c: (c.mesh, c.service))
+
+    def start(self, spec: ContainerSpec) -> None:
+        args = ["run", "-d", "--init", "--name", spec.name, "--network", spec.network,
+                "--network-alias", spec.service, "--hostname", spec.service,
+                "--pull", "missing"]
+        if is_loopback(spec.image):
+            args.append("--tls-verify=false")
+        for k, v in sorted(spec.labels().items()):
+            args += ["--label", f"{k}={v}"]
+        for k, v in sorted(spec.env.items()):
+            args += ["-e", f"{k}={v}"]
+        for host, port in spec.publish:
+            args += ["-p", f"127.0.0.1:{host}:{port}"]
+        proc = self._run([*args, spec.image], check=False)
+        if proc.returncode == 0:
+            return
+        text = proc.stderr or proc.stdout
+        self.remove(spec.name)  # podman may leave a created container behind
+        low = text.lower()
+        if "address already in use" in low or "port is already allocated" in low:
+            ports = ", ".join(f"127.0.0.1:{h}" for h, _ in spec.publish)
+            raise OperationalError(
+                f"service {spec.service}: port {ports} is already taken on this machine",
+                hint="stop what listens there, or give the service another APP_SERVICE_PORT")
+        if "pull" in low or "manifest unknown" in low or "initializing source" in low:
+            raise OperationalError(
+                f"service {spec.service}: the image {spec.image} cannot be pulled:\n"
+                f"{tail(text.encode(), 4)}",
+                hint="build and push it with `veil apply -f service.yaml`, and check that "
+                "its registry runs")
+        raise OperationalError(f"service {spec.service}: podman could not start it:\n"
+                               f"{tail(text.encode(), 6)}")
+
+    def remove(self, name: str) -> None:
+        self._run(["rm", "-f", "-t", "5", name], check=False)
+
+    def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> str | None:
+        args = ["logs", *(["--tail", str(tail)] if tail else []), name]
+        if follow:
+            if self._env is None:
+                self._env = container_env()
+            subprocess.run(["podman", "logs", "-f", name], env=self._env, check=False)
+            return None
+        proc = self._run(args, check=False)
+        return proc.stdout + proc.stderr
+
+
+def _is_local_address(ip: str) -> bool:
+    import socket
+
+    try:
+        with socket.socket() as s:
+            s.bind((ip, 0))
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,304 @@
+"""The use case `veil up`: a whole mesh on this machine.
+
+    podman usable? → the mesh's network → the images' registry (started if it is a loopback one
+    that does not answer) → a CAS: `--cas`, else the mesh's security CAS if it answers, else a
+    local one → `veil.mesh.apply_mesh` (the sessions into CAS, the same use case as `veil apply`)
+    → one container per service behind its launcher → wait until each is up
+
+A service is up when its launcher attested and its program started: it runs (and answers on
+its port, when it publishes one), or it finished with exit code 0. It failed when it exited
+otherwise; the launcher's last line then says why (CAS's reason for a refusal). Containers whose
+spec did not change keep running; changed ones are replaced. A Ctrl-C removes what this run
+started (containers, the network it made, the CAS and registries it started) and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from veil.errors import OperationalError, VeilError
+from veil.local.runner import Container, ContainerSpec, Runner, network_name
+from veil.manifest.load import Loaded
+from veil.manifest.models import Mesh
+
+__all__ = ["ServiceStatus", "UpOptions", "UpResult", "down", "launcher_failure", "status", "up"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    mode: str = "production"
+    cas: str | None = None  # --cas HOST:PORT
+    target: Path = Path("target")
+    timeout: float = 60.0  # seconds for every service to come up
+
+
+@dataclass
+class ServiceStatus:
+    service: str
+    container: str
+    image: str
+    state: str  # up | done | failed | starting | ...
+    attested: bool | None
+    port: int | None = None
+    health: str = "-"
+    message: str = ""
+
+
+@dataclass
+class UpResult:
+    namespace: str
+    cas_addr: str
+    local_cas: bool
+    registries: list[str] = field(default_factory=list)
+    services: list[ServiceStatus] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ServiceStatus]:
+        return [s for s in self.services if s.state == "failed"]
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def _mesh_name(mesh: Mesh) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", mesh.policy.namespace.lower()).strip("-") or "mesh"
+
+
+def _security_url(mesh: Mesh) -> str:
+    for c in mesh.cas:
+        if "security" in c.alias:
+            return c.cas_url
+    return mesh.cas[0].cas_url
+
+
+def _answers(addr: str) -> bool:
+    host, _, port = addr.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or addr, int(port or 8081)),
+                                      timeout=1):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _seen_from_containers(addr: str, gateway: str) -> str:
+    """A CAS on this host's loopback is reached from the mesh network through its gateway
+    (it must then listen there too, e.g. on 0.0.0.0)."""
+    host, _, port = addr.rpartition(":")
+    if host in ("127.0.0.1", "localhost", "[::1]"):
+        return f"{gateway}:{port}"
+    return addr
+
+
+def _port(resolved: object, service: str) -> int | None:
+    svc = resolved.services[service]  # type: ignore[attr-defined]
+    value = svc.env.get("APP_SERVICE_PORT") or resolved.helm_env.get(  # type: ignore[attr-defined]
+        "APP_SERVICE_PORT")
+    if value is None:
+        return None
+    try:
+        port = int(str(value.value))
+    except ValueError:
+        raise OperationalError(f"service {service}: APP_SERVICE_PORT {value.value!r} is not a "
+                               "port number") from None
+    return port if 0 < port < 65536 else None
+
+
+def launcher_failure(logs: str) -> str | None:
+    """The launcher's reason when it did not start the program (its last `veil-launcher:`)."""
+    lines = [ln for ln in logs.splitlines() if ln.startswith("veil-launcher: ")]
+    return lines[-1].removeprefix("veil-launcher: ") if lines else None
+
+
+def _answers_local(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def _judge(c: Container, runner: Runner, since: float, port: int | None) -> ServiceStatus:
+    st = ServiceStatus(c.service, c.name, c.image, c.state, None, port)
+    if c.state == "exited":
+        logs = runner.logs(c.name, tail=40) or ""
+        reason = launcher_failure(logs)
+        if c.exit_code == 0 and reason is None:
+            st.state, st.attested = "done", True
+        elif reason is not None:
+            st.state, st.attested = "failed", False
+            st.message = f"refused, the program never started: {reason}"
+        else:
+            st.state, st.attested = "failed", True
+            last = " | ".join(logs.strip().splitlines()[-3:])
+            st.message = f"the program exited at once with code {c.exit_code}: {last}"
+        return st
+    if c.state != "running":
+        st.state = "starting" if c.state in ("created", "configured") else c.state
+        return st
+    if port is not None:
+        ok = _answers_local(port)
+        st.health = "ok" if ok else "no answer"
+        st.state, st.attested = ("up", True) if ok else ("starting", None)
+    elif time.monotonic() - since >= 1.0:
+        st.state, st.attested = "up", True  # running on past the launcher's attestation
+    else:
+        st.state = "starting"
+    return st
+
+
+def up(doc: Loaded, options: UpOptions, runner: Runner, progress: Progress = _quiet,
+       *, apply: Callable[..., object] | None = None) -> UpResult:
+    from veil.local.cas import ensure_local_cas, stop_local_cas
+    from veil.local.registry import ensure_registries, stop_registries
+    from veil.mesh.apply import MeshOptions, apply_mesh
+
+    mesh: Mesh = doc.model
+    runner.check()
+    name = _mesh_name(mesh)
+    net = network_name(name)
+    images = [s.image for s in mesh.services]
+    created: list[str] = []  # containers this run started
+    local_started = False
+    registries: list[str] = []
+    try:
+        registries = ensure_registries(images)
+        for r in registries:
+            progress(f"started a local registry on {r} (storage under Veil's home)")
+        progress(f"network {net}")
+        gateway = runner.ensure_network(net, name, image=images[0] if images else None)
+        if options.cas:
+            cas_host_addr, key, local = options.cas, None, False
+        elif _answers(_security_url(mesh)):
+            cas_host_addr, key, local = _security_url(mesh), None, False
+        else:
+            cas = ensure_local_cas(gateway)
+            local_started = cas.started
+            cas_host_addr, key, local = cas.addr, cas.key, True
+            progress(f"{'started' if cas.started else 'using'} a local CAS on {cas.addr} "
+                     "(state under Veil's home)")
+        result = (apply or apply_mesh)(doc, MeshOptions(
+            mode=options.mode,  # type: ignore[arg-type]
+            target=options.target, write_chart=False, cas_addr=cas_host_addr, cas_key=key),
+            progress=lambda _stage, msg: progress(msg))
+        out = UpResult(namespace=result.namespace,  # type: ignore[attr-defined]
+                       cas_addr=cas_host_addr, local_cas=local, registries=registries)
+        pinned = result.cas_key or key  # type: ignore[attr-defined]
+        seen = _seen_from_containers(cas_host_addr, gateway)
+        existing = {c.name: c for c in runner.containers(name)}
+        specs = []
+        for s in mesh.services:
+            port = _port(result.resolved, s.name)  # type: ignore[attr-defined]
+            spec = ContainerSpec(
+                mesh=name, service=s.name, image=result.images[s.name],  # type: ignore[attr-defined]
+                network=net, publish=[(port, port)] if port else [],
+                env={"SCONE_CONFIG_ID": result.config_id(s.name),  # type: ignore[attr-defined]
+                     "SCONE_CAS_ADDR": seen, "SCONE_CAS_KEY": str(pinned or "")})
+            specs.append((spec, port))
+        wanted = {spec.name for spec, _ in specs}
+        for c in existing.values():
+            if c.name not in wanted:  # a service the mesh no longer has
+                progress(f"removing {c.service} (no longer in the mesh)")
+                runner.remove(c.name)
+        since: dict[str, float] = {}
+        for spec, _ in specs:
+            old = existing.get(spec.name)
+            if old is not None and old.spec == spec.digest() and old.state in (
+                    "running", "exited") and not (old.state == "exited" and old.exit_code):
+                out.kept.append(spec.service)
+                since[spec.name] = 0.0
+                continue
+            if old is not None:
+                progress(f"replacing {spec.service} (changed)")
+                runner.remove(spec.name)
+            progress(f"starting {spec.service} ({spec.image})")
+            runner.start(spec)
+            created.append(spec.name)
+            out.started.append(spec.service)
+            since[spec.name] = time.monotonic()
+        out.services = _wait(runner, name, specs, since, options.timeout, progress)
+        return out
+    except KeyboardInterrupt:
+        progress("interrupted: removing what this run started")
+        for started in created:
+            runner.remove(started)
+        if local_started:
+            stop_local_cas()
+        if registries:
+            stop_registries()
+        raise
+    except VeilError:
+        raise
+
+
+def _wait(runner: Runner, mesh: str, specs: list[tuple[ContainerSpec, int | None]],
+          since: dict[str, float], timeout: float, progress: Progress) -> list[ServiceStatus]:
+    deadline = time.monotonic() + timeout
+    ports = {spec.name: port for spec, port in specs}
+    order = [spec.name for spec, _ in specs]
+    while True:
+        found = {c.name: c for c in runner.containers(mesh)}
+        states = []
+        for n in order:
+            c = found.get(n)
+            if c is None:
+                states.append(ServiceStatus(n, n, "", "missing", None,
+                                            message="the container is gone"))
+                continue
+            states.append(_judge(c, runner, since.get(n, 0.0), ports[n]))
+        pending = [s.service for s in states if s.state in ("starting", "created")]
+        if not pending:
+            return states
+        if time.monotonic() > deadline:
+            for s in states:
+                if s.state == "starting":
+                    s.state = "failed"
+                    s.message = (f"not up after {timeout:.0f} s"
+                                 + (f" (nothing answers on 127.0.0.1:{s.port})" if s.port else ""))
+            return states
+        progress(f"waiting for {', '.join(pending)}")
+        time.sleep(0.1)
+
+
+def status(runner: Runner, mesh: str | None = None) -> list[ServiceStatus]:
+    """What `veil ps` shows: every container `veil up` made (of one mesh, or all)."""
+    out = []
+    for c in runner.containers(mesh):
+        port = c.ports[0][0] if c.ports else None
+        st = _judge(c, runner, 0.0, port)
+        out.append(st)
+    return out
+
+
+def down(runner: Runner, mesh: str | None, *, volumes: bool = False) -> list[str]:
+    """Remove the containers and networks of a mesh (all meshes with None); stop the local CAS
+    and registries; `volumes` deletes the local CAS's state."""
+    from veil.local.cas import stop_local_cas
+    from veil.local.registry import stop_registries
+
+    removed = []
+    containers = runner.containers(mesh)
+    for c in containers:
+        runner.remove(c.name)
+        removed.append(c.service)
+    meshes = {mesh} if mesh else {c.mesh for c in containers}
+    for m in sorted(meshes):
+        runner.remove_network(network_name(m))
+    if mesh is None or not runner.containers(None):
+        stop_local_cas(forget=volumes)
+        stop_registries()
+    return removed
+
+
+def mesh_name(doc: Loaded) -> str:
+    return _mesh_name(doc.model)
