@@ -16,6 +16,7 @@ class Behaviour:
     state: str = "running"  # or "exited"
     exit_code: int | None = None
     output: str = ""
+    processes: tuple[str, ...] = ("python3 app.py",)  # the launcher has exec'd the program
 
 
 @dataclass
@@ -68,3 +69,7 @@ class FakeRunner:
     def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> str | None:
         entry = self.running.get(name)
         return entry[1].output if entry else ""
+
+    def processes(self, name: str) -> list[str]:
+        entry = self.running.get(name)
+        return list(entry[1].processes) if entry and entry[1].state == "running" else []

@@ -134,6 +134,11 @@ class PodmanRunner:
         return proc.stdout + proc.stderr
 
 
+    def processes(self, name: str) -> list[str]:
+        proc = self._run(["top", name, "args"], check=False)
+        return proc.stdout.splitlines()[1:] if proc.returncode == 0 else []
+
+
 def _is_local_address(ip: str) -> bool:
     import socket
 

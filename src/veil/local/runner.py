@@ -95,3 +95,6 @@ class Runner(Protocol):
 
     def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> str | None:
         """The container's output; with follow, stream it to stdout and return None."""
+
+    def processes(self, name: str) -> list[str]:
+        """The command lines running in the container (empty when it does not run)."""

@@ -5,8 +5,10 @@
     local one → `veil.mesh.apply_mesh` (the sessions into CAS, the same use case as `veil apply`)
     → one container per service behind its launcher → wait until each is up
 
-A service is up when its launcher attested and its program started: it runs (and answers on
-its port, when it publishes one), or it finished with exit code 0. It failed when it exited
+A service is up when its launcher attested and its program started — the launcher's process
+(`/opt/veil/launch.py`) has been replaced by the program's, and the program answers on its
+port when it publishes one — or when it finished with exit code 0 and no word from the
+launcher. It failed when it exited
 otherwise; the launcher's last line then says why (CAS's reason for a refusal). Containers whose
 spec did not change keep running; changed ones are replaced. A Ctrl-C removes what this run
 started (containers, the network it made, the CAS and registries it started) and nothing else.
@@ -128,6 +130,9 @@ def _answers_local(port: int) -> bool:
         return False
 
 
+_LAUNCHER = "/opt/veil/launch.py"
+
+
 def _judge(c: Container, runner: Runner, since: float, port: int | None) -> ServiceStatus:
     st = ServiceStatus(c.service, c.name, c.image, c.state, None, port)
     if c.state == "exited":
@@ -146,14 +151,17 @@ def _judge(c: Container, runner: Runner, since: float, port: int | None) -> Serv
     if c.state != "running":
         st.state = "starting" if c.state in ("created", "configured") else c.state
         return st
+    procs = runner.processes(c.name)
+    if not procs or any(_LAUNCHER in p for p in procs):
+        st.state = "starting"  # measuring and attesting (or between two `podman top`s)
+        return st
+    st.attested = True  # the launcher exec'd the program: CAS configured it
     if port is not None:
         ok = _answers_local(port)
         st.health = "ok" if ok else "no answer"
-        st.state, st.attested = ("up", True) if ok else ("starting", None)
-    elif time.monotonic() - since >= 1.0:
-        st.state, st.attested = "up", True  # running on past the launcher's attestation
+        st.state = "up" if ok else "starting"
     else:
-        st.state = "starting"
+        st.state = "up"
     return st
 
 
