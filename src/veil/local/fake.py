@@ -57,7 +57,8 @@ class FakeRunner:
             raise OperationalError(f"the container name {spec.name} is in use")
         for host, _ in spec.publish:
             if host in self.taken_ports:
-                raise OperationalError(f"port 127.0.0.1:{host} is already taken")
+                raise OperationalError(f"service {spec.service}: port 127.0.0.1:{host} is "
+                                       "already taken on this machine")
         b = self.behaviours.get(spec.image.split("@")[0], Behaviour())
         self.running[spec.name] = (spec, b)
         self.started.append(spec.name)
