@@ -28,7 +28,7 @@ class PodmanRunner:
     def __init__(self) -> None:
         self._env: dict[str, str] | None = None
 
-    def _run(self, args: Sequence[str], *, check: bool = True, what: str = "",
+    def _podman(self, args: Sequence[str], *, check: bool = True, what: str = "",
              timeout: float = 300) -> subprocess.CompletedProcess[str]:
         if self._env is None:
             self._env = container_env()
@@ -54,25 +54,25 @@ class PodmanRunner:
                 hint="install the Debian package `catatonit` (scripts/setup.sh does)")
 
     def ensure_network(self, name: str, mesh: str, image: str | None = None) -> str:
-        if self._run(["network", "exists", name], check=False).returncode != 0:
-            self._run(["network", "create", "--label", f"{LABEL_MESH}={mesh}", name],
+        if self._podman(["network", "exists", name], check=False).returncode != 0:
+            self._podman(["network", "create", "--label", f"{LABEL_MESH}={mesh}", name],
                       what=f"creating the network {name}")
-        gateway = self._run(["network", "inspect", name, "--format",
+        gateway = self._podman(["network", "inspect", name, "--format",
                              "{{range .Subnets}}{{.Gateway}} {{end}}"],
                             what=f"reading the network {name}").stdout.split()[0]
         if image is not None and not _is_local_address(gateway):
             # the bridge (and so the gateway address on this host) comes up with the first
             # container that joins; the local CAS listens there before any service starts
-            self._run(["run", "--rm", "--network", name, "--entrypoint", "/bin/true",
+            self._podman(["run", "--rm", "--network", name, "--entrypoint", "/bin/true",
                        "--pull", "never", image], what=f"bringing up the network {name}")
         return gateway
 
     def remove_network(self, name: str) -> None:
-        self._run(["network", "rm", "-f", name], check=False)
+        self._podman(["network", "rm", "-f", name], check=False)
 
     def containers(self, mesh: str | None = None) -> list[Container]:
         label = f"{LABEL_MESH}={mesh}" if mesh else LABEL_MESH
-        out = self._run(["ps", "-a", "--filter", f"label={label}", "--format", "json"],
+        out = self._podman(["ps", "-a", "--filter", f"label={label}", "--format", "json"],
                         what="listing the containers of `veil up`").stdout
         found = []
         for c in json.loads(out or "[]"):
@@ -100,7 +100,7 @@ class PodmanRunner:
             args += ["-e", f"{k}={v}"]
         for host, port in spec.publish:
             args += ["-p", f"127.0.0.1:{host}:{port}"]
-        proc = self._run([*args, spec.image], check=False)
+        proc = self._podman([*args, spec.image], check=False)
         if proc.returncode == 0:
             return
         text = proc.stderr or proc.stdout
@@ -121,7 +121,7 @@ class PodmanRunner:
                                f"{tail(text.encode(), 6)}")
 
     def remove(self, name: str) -> None:
-        self._run(["rm", "-f", "-t", "5", name], check=False)
+        self._podman(["rm", "-f", "-t", "5", name], check=False)
 
     def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> str | None:
         args = ["logs", *(["--tail", str(tail)] if tail else []), name]
@@ -130,12 +130,12 @@ class PodmanRunner:
                 self._env = container_env()
             subprocess.run(["podman", "logs", "-f", name], env=self._env, check=False)
             return None
-        proc = self._run(args, check=False)
+        proc = self._podman(args, check=False)
         return proc.stdout + proc.stderr
 
 
     def processes(self, name: str) -> list[str]:
-        proc = self._run(["top", name, "args"], check=False)
+        proc = self._podman(["top", name, "args"], check=False)
         return proc.stdout.splitlines()[1:] if proc.returncode == 0 else []
 
 
