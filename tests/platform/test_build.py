@@ -68,6 +68,8 @@ def test_build_pushes_every_tag_to_every_registry(
                          env=container_env(), capture_output=True, text=True, check=False)
     assert out.stdout.strip() == hashlib.sha256(SECRET.encode()).hexdigest(), out.stderr
 
+    # the work folder is kept (retention), without the secret
+    assert (Path(platform.state_dir) / "work" / build_id / "checkout" / "Dockerfile").is_file()
     # nor is it in the job store or the work folder
     assert SECRET not in json.dumps(b)
     for path in Path(platform.state_dir).rglob("*"):

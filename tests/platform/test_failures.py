@@ -116,7 +116,8 @@ def test_cancel_and_timeout_stop_a_running_build_others_unaffected(
     platform_factory: Callable[..., PlatformServer], git_server: GitServer, registry: str,
     base_image: str, tmp_path: Path,
 ) -> None:
-    server = platform_factory(tmp_path / "p", extra=("--build-timeout", "8"), workers=3)
+    server = platform_factory(tmp_path / "p", workers=3,
+                              extra=("--build-timeout", "8", "--retain-work-dirs", "2"))
     sleepy = git_server.repo("sleepy", {"Dockerfile": BASE + "RUN echo sleeping && sleep 300\n"})
     good = git_server.repo("good", {"Dockerfile": BASE + "RUN echo fine > /fine\n"})
     args = {"BASE_IMAGE": base_image}
@@ -139,3 +140,8 @@ def test_cancel_and_timeout_stop_a_running_build_others_unaffected(
     assert t["status"] == "failed" and "timed out after 8 s" in str(t["error"])
     g = server.wait(good_id)
     assert g["status"] == "succeeded", server.logs(good_id)
+    work = tmp_path / "p" / "work" / good_id  # retention: removed 2 s after the build ended
+    deadline = time.monotonic() + 20
+    while work.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not work.exists()

@@ -64,7 +64,16 @@ def serve(
         python_version=python_version, public_url=public_url, log_level=log_level,
         gitops=gitops.resolve() if gitops else None, gitops_url=gitops_url,
         deployments_dir=deployments_dir.resolve() if deployments_dir else None)
-    state.info(f"platform on http://{listen} (job store: {db or 'SQLite in the state folder'})")
+    shown = "SQLite in the state folder"
+    if db:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            shown = make_url(db).render_as_string(hide_password=True)  # never the password
+        except ArgumentError:
+            shown = "(unparsable URL)"
+    state.info(f"platform on http://{listen} (job store: {shown})")
     run(opts)
 
 

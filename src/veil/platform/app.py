@@ -150,9 +150,7 @@ def create_app(platform: Platform, routers: Sequence[APIRouter] = ()) -> FastAPI
                     if sse:
                         yield _sse(after + 1, row.status if row else "gone", event="end")
                     return
-                if not follow and done:
-                    return
-                if not follow and not chunks:
+                if not follow:
                     return
                 if await request.is_disconnected():
                     return

@@ -101,6 +101,7 @@ def run_build(job: Job, req: ContainerBuildRequest, secrets: dict[str, str], wor
               settings: BuildSettings) -> Outcome:
     checkout = work / "checkout"
     fetch(job, req.repository, req.git_branch, req.git_commit_sha, req.git_fetch_depth, checkout)
+    shutil.rmtree(checkout / ".git")  # the context is the files at the commit, not the history
     context = inside(checkout, req.docker_context, "docker_context", folder=True)
     dockerfile = inside(checkout, req.dockerfile_path, "dockerfile_path", folder=False)
     check_links(checkout, context)

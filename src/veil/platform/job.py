@@ -18,7 +18,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["Aborted", "BuildFailed", "Job", "LogSink"]
+__all__ = ["MAX_LOG", "Aborted", "BuildFailed", "Job", "LogSink"]
+
+MAX_LOG = 16 << 20  # characters of log kept per build: a build cannot fill the job store
 
 
 class BuildFailed(Exception):
@@ -40,8 +42,10 @@ class Aborted(Exception):
 class LogSink:
     """Buffers log text and hands it on in chunks (one job-store row each)."""
 
-    def __init__(self, write: Callable[[int, str], None], every: float = 0.25) -> None:
+    def __init__(self, write: Callable[[int, str], None], every: float = 0.25,
+                 limit: int = MAX_LOG) -> None:
         self._write = write
+        self._room = limit
         self._every = every
         self._buf: list[str] = []
         self._seq = 0
@@ -49,8 +53,14 @@ class LogSink:
         self._lock = threading.Lock()
 
     def add(self, line: str) -> None:
+        line = line if line.endswith("\n") else line + "\n"
         with self._lock:
-            self._buf.append(line if line.endswith("\n") else line + "\n")
+            if self._room <= 0:
+                return
+            self._room -= len(line)
+            if self._room <= 0:
+                line = "[the log is longer than the platform keeps; the rest is dropped]\n"
+            self._buf.append(line)
             due = time.monotonic() - self._last >= self._every or len(self._buf) >= 200
         if due:
             self.flush()

@@ -176,7 +176,7 @@ class WorkerPool:
             self._last_reap = now
             for build_id in self.store.reap(self.settings.lease, self._dead_workers()):
                 log.warning("build %s: its worker stopped; marked failed", build_id)
-        if force or now - self._last_clean >= 60:
+        if force or now - self._last_clean >= max(1.0, min(60.0, self.settings.retention / 2)):
             self._last_clean = now
             self._clean_work_dirs()
 
