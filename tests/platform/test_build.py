@@ -17,6 +17,7 @@ from veil.image.tools import container_env
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SECRET = "s3cr3t-Value-7f1c9e"
+GREETING = 'hello "$HOME" \\ ${X:-y} \'q\''  # quotes, variables, a backslash: labelled as is
 DOCKERFILE = """\
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
@@ -36,7 +37,7 @@ def test_build_pushes_every_tag_to_every_registry(
     git_server.repo("app", {"app.txt": "two\n"})
     git_server.repo("app", {"app.txt": "three\n"})  # the asked commit is 2 behind the tip
     body = request(git_server.url("app"), first, [registry, registry2],
-                   build_args={"BASE_IMAGE": base_image, "GREETING": "hello",
+                   build_args={"BASE_IMAGE": base_image, "GREETING": GREETING,
                                "secret:TOKEN": SECRET})
     build_id = platform.submit(body)
     b = platform.wait(build_id)
@@ -57,7 +58,7 @@ def test_build_pushes_every_tag_to_every_registry(
     labels = config["config"]["Labels"]
     assert labels["io.veil.platform.aws-role-arn"] == ROLE
     assert labels["io.veil.platform.aws-account-alias"] == "team-a-dev"
-    assert labels["io.veil.platform.build-arg.GREETING"] == "hello"
+    assert labels["io.veil.platform.build-arg.GREETING"] == GREETING
     assert labels["org.opencontainers.image.revision"] == first
     assert not any("TOKEN" in k for k in labels)
     assert SECRET not in json.dumps(config)  # not in labels, env or history

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from veil.platform.build import base_images, labels_for
+from veil.platform.build import base_images, label_step, labels_for
 from veil.platform.job import BuildFailed, Job, LogSink
 from veil.platform.request import ContainerBuildRequest
 from veil.platform.sources import _requirement_lines, declares_arg
@@ -79,3 +79,10 @@ def test_requirement_lines_of_the_context(tmp_path: Path) -> None:
     (tmp_path / "requirements.txt").write_text("# none\nnumpy[extra]==1.26; python_version>'3'\n")
     assert sorted(_requirement_lines(tmp_path)) == [
         "flask>=3.0", "numpy[extra]==1.26; python_version>'3'"]
+
+
+def test_labels_go_in_one_step_unless_the_dockerfile_forbids() -> None:
+    line, rest = label_step("FROM x\n", {"a": 'q"$HOME\\', "b": "two\nlines"})
+    assert line == 'LABEL "a"="q\\"\\$HOME\\\\"' and rest == {"b": "two\nlines"}
+    assert label_step("# escape=`\nFROM x\n", {"a": "1"}) == (None, {"a": "1"})
+    assert label_step("FROM x\nRUN true \\\n", {"a": "1"}) == (None, {"a": "1"})

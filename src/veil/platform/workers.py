@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from veil.errors import VeilError
-from veil.platform.build import BuildSettings, Outcome, run_build
+from veil.platform.build import BuildSettings, Outcome, remove_local, run_build
 from veil.platform.job import Aborted, BuildFailed, Job, LogSink
 from veil.platform.request import SECRET_PREFIX, ContainerBuildRequest
 from veil.platform.sealing import Sealer
@@ -145,6 +145,7 @@ class WorkerPool:
                               images=outcome.images)
         except SQLAlchemyError as err:
             log.error("build %s: cannot record its outcome: %s", row.id, err)
+        remove_local(outcome.local)  # after the digests are recorded: not on the build's clock
         if self.settings.retention <= 0:
             shutil.rmtree(work, ignore_errors=True)
 
