@@ -7,7 +7,6 @@ secret build args (`STATE_DIR/platform.key`).
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from veil.platform.store import JobStore, make_engine
 from veil.platform.workers import PoolSettings, WorkerPool
 from veil.platform.wrappers import publish_wrappers
 
-__all__ = ["ServeOptions", "extra_routers", "make_app", "parse_listen", "serve"]
+__all__ = ["ServeOptions", "make_app", "parse_listen", "serve"]
 
 DEFAULT_PORT = 8090
 
@@ -55,22 +54,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def extra_routers() -> list[APIRouter]:
-    """Routers of other platform pieces that are installed (deployments)."""
-    out = []
-    for name in ("veil.platform.deployments",):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue
-        router = getattr(module, "router", None)
-        if isinstance(router, APIRouter):
-            out.append(router)
-    return out
-
-
 def make_app(opts: ServeOptions) -> FastAPI:
     state = opts.state_dir
     state.mkdir(parents=True, exist_ok=True)
@@ -86,7 +69,7 @@ def make_app(opts: ServeOptions) -> FastAPI:
     host, port = parse_listen(opts.listen)
     public = opts.public_url or f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     platform = Platform(store, sealer, pool, publish_wrappers(state), public.rstrip("/"))
-    routers = extra_routers()
+    routers: list[APIRouter] = []
     if opts.gitops is not None:
         from veil.platform import deployments as dep
 
