@@ -89,18 +89,18 @@ class PodmanRunner:
         return sorted(found, key=lambda c: (c.mesh, c.service))
 
     def start(self, spec: ContainerSpec) -> None:
-        args = ["run", "-d", "--init", "--name", spec.name, "--network", spec.network,
+        line = ["run", "-d", "--init", "--name", spec.name, "--network", spec.network,
                 "--network-alias", spec.service, "--hostname", spec.service,
                 "--pull", "missing"]
         if is_loopback(spec.image):
-            args.append("--tls-verify=false")
+            line.append("--tls-verify=false")
         for k, v in sorted(spec.labels().items()):
-            args += ["--label", f"{k}={v}"]
+            line += ["--label", f"{k}={v}"]
         for k, v in sorted(spec.env.items()):
-            args += ["-e", f"{k}={v}"]
+            line += ["-e", f"{k}={v}"]
         for host, port in spec.publish:
-            args += ["-p", f"127.0.0.1:{host}:{port}"]
-        proc = self._podman([*args, spec.image], check=False)
+            line += ["-p", f"127.0.0.1:{host}:{port}"]
+        proc = self._podman([*line, spec.image], check=False)
         if proc.returncode == 0:
             return
         text = proc.stderr or proc.stdout
@@ -124,13 +124,13 @@ class PodmanRunner:
         self._podman(["rm", "-f", "-t", "5", name], check=False)
 
     def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> str | None:
-        args = ["logs", *(["--tail", str(tail)] if tail else []), name]
+        line = ["logs", *(["--tail", str(tail)] if tail else []), name]
         if follow:
             if self._env is None:
                 self._env = container_env()
             subprocess.run(["podman", "logs", "-f", name], env=self._env, check=False)
             return None
-        proc = self._podman(args, check=False)
+        proc = self._podman(line, check=False)
         return proc.stdout + proc.stderr
 
 
