@@ -15,7 +15,7 @@ from veil.deploy.apply import PredeployFailed
 from veil.deploy.gitops import PushRejected, RepositoryNotReady
 from veil.deploy.render import pulled_images, render_chart
 from veil.deploy.schema import validate_object
-from veil.errors import OperationalError
+from veil.errors import OperationalError, UserError
 
 pytestmark = pytest.mark.integration
 helm_python = pytest.importorskip("helm_python")
@@ -314,3 +314,15 @@ def test_concurrent_deployments_to_one_working_copy_each_get_their_commit(world:
     assert sorted(s.split(":")[0] for s in subjects[:4]) == [
         f"deploy ml/app-{i}" for i in range(4)]
     assert git(world.remote, "rev-parse", "main") == git(world.repo, "rev-parse", "HEAD")
+
+
+def test_a_chart_with_a_binary_file_is_refused_before_writing(world: World) -> None:
+    ref, digest = world.image("1")
+    chart = mesh_like_chart(world.tmp / "chart", {"api": _pinned(ref, digest)})
+    (chart / "files").mkdir()
+    (chart / "files" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    before = world.snapshot()
+    with pytest.raises(UserError, match=r"files/logo\.png is not text"):
+        world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"},
+                                      env={}))
+    assert world.snapshot() == before

@@ -24,7 +24,7 @@ from veil.deploy.load import LoadedDeployment, load_teams
 from veil.deploy.model import Teams
 from veil.deploy.render import ALIAS_CHART, bundled_chart
 from veil.deploy.schema import validate_objects
-from veil.errors import ManifestError, OperationalError
+from veil.errors import ManifestError, OperationalError, UserError
 
 __all__ = ["Deployed", "PredeployFailed", "check", "deploy"]
 
@@ -98,7 +98,13 @@ def _tree(src: Path, dest: str, repo: GitOpsRepo) -> dict[str, str | None]:
                                    hint="a chart copied into the GitOps repository holds "
                                    "plain files only")
         if path.is_file():
-            text = path.read_text(encoding="utf-8")
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"chart {src}: {path.relative_to(src)} is not text",
+                                hint="Veil copies charts as text files into the GitOps "
+                                "repository; unpack packaged subcharts (.tgz) into folders"
+                                ) from None
             total += len(text)
             out[f"{dest}/{path.relative_to(src).as_posix()}"] = text
     if total > MAX_CHART_BYTES:
