@@ -326,3 +326,32 @@ def test_a_chart_with_a_binary_file_is_refused_before_writing(world: World) -> N
         world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./chart"},
                                       env={}))
     assert world.snapshot() == before
+
+
+def test_veils_generated_mesh_chart_deploys(world: World) -> None:
+    from veil.deploy.chart.files import chart_files
+    from veil.deploy.chart.model import ChartSpec, Subchart
+
+    ref, digest = world.image("1")
+    other, other_digest = world.image("1", name="cache")
+    spec = ChartSpec(name="mesh", release="fraud-v1", namespace="ml", subcharts=tuple(
+        Subchart(service=name, repository=r.rsplit(":", 1)[0], digest=d, tag=None, port=8080,
+                 cas_addr="cas.example.com:8081", cas_key=None, config_id=f"ml/{name}/{name}")
+        for name, r, d in (("api", ref, digest), ("cache", other, other_digest))))
+    for rel, text in chart_files(spec).items():
+        (world.tmp / "helm" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (world.tmp / "helm" / rel).write_text(text)
+    done = world.deploy(world.deployment(image=f"{ref}@{digest}", chart={"path": "./helm"},
+                                         env={}))
+    assert done.commit is not None
+    values = world.load("teams/ml/apps/fraud-v1.yaml")["spec"]["source"]["helm"]["valuesObject"]
+    objects = render_chart(world.repo / "teams/ml/charts/fraud-v1", values, release="fraud-v1",
+                           namespace="ml")
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    accounts = [o for o in objects if o["kind"] == "ServiceAccount"]
+    assert len(accounts) == 2
+    assert all(a["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == ROLE
+               for a in accounts)
+    assert {img for _, _, img in pulled_images(objects)} == {
+        _pinned(ref, digest), _pinned(other, other_digest)}
