@@ -1,7 +1,8 @@
-"""End to end: image → CAS session from its description → podman run → attested program.
+"""End to end: image → `veil apply -f mesh.yaml` → podman run → attested program.
 
-Real registry, buildah, podman and CAS (`veil cas serve`); the launcher inside the image attests
-with simulation evidence to a debug-mode session.
+Real registry, buildah, podman and CAS (`veil cas serve`); the session comes from mesh apply, as
+a user's would; the launcher inside the image attests with simulation evidence to a debug-mode
+session.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Cas
+from tests.e2e.meshes import mesh_apply
 from tests.image.support import hello_service, need
 from veil.cli import main
 
@@ -34,24 +36,6 @@ def build(capsys: pytest.CaptureFixture[str], manifest: Path) -> dict[str, objec
                  if ln.strip().startswith("to: "))
     desc: dict[str, object] = json.loads(veil(capsys, "inspect", image.strip()))
     return desc
-
-
-def session_from(desc: dict[str, object], name: str, mode: str = "debug") -> dict[str, object]:
-    """A session made from what `veil inspect` prints, plus the value of API_USER."""
-    env = {e["name"]: e["value"] for e in desc["local_env"]}  # type: ignore[attr-defined]
-    env["API_USER"] = "myself"
-    return {
-        "version": "0.3", "name": name,
-        "security": {"attestation": {"mode": mode}},
-        "services": [{
-            "name": "hello", "image_name": "hello_image", "command": desc["command"],
-            "pwd": desc["pwd"], "environment": env,
-            "attestation": {"measurement": [desc["measurement"]]},
-        }],
-        "secrets": [{"name": s["name"], "kind": s["kind"], "size": s["size"]}
-                    for s in desc["secrets"]],  # type: ignore[attr-defined]
-        "images": [{"name": "hello_image"}],
-    }
 
 
 def podman_run(image: str, cas: Cas, config_id: str, *extra: str
@@ -77,15 +61,13 @@ def hello(registry: str, base_image: str, cas: Cas, tmp_path_factory: pytest.Tem
         mp.chdir(tmp / "src")
         assert main(["apply", "-f", str(manifest)]) == 0
         desc = json.loads((tmp / "src/target/e2e-hello/description.json").read_text())
-        # the session is made from what the image itself carries (what `veil inspect` prints)
+        # the mesh finds what the image itself carries (what `veil inspect` prints)
         from veil.image.describe import description_of
 
         assert json.loads(description_of(f"{registry}/test/e2e-hello:1").to_json()) == desc
-        doc = tmp / "session.json"
-        doc.write_text(json.dumps(session_from(desc, "hello")))
-        assert main(["session", "create", "-f", str(doc), "-n", "e2e", "--cas", cas.addr,
-                     "--cas-key", cas.key]) == 0
-        yield tmp / "src", "e2e/hello/hello"
+        ids = mesh_apply(tmp / "mesh", cas, "e2e", {"hello": f"{registry}/test/e2e-hello:1"},
+                         {"API_USER": "myself"})
+        yield tmp / "src", ids["hello"]
 
 
 def checksum_line(out: str) -> str:
@@ -178,16 +160,11 @@ def test_wrong_cas_key_is_refused(hello: tuple[Path, str], registry: str, cas: C
 
 
 def test_production_session_refuses_simulation(hello: tuple[Path, str], registry: str,
-                                               cas: Cas, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    src, _ = hello
-    desc = json.loads((src / "target/e2e-hello/description.json").read_text())
-    doc = tmp_path / "prod.json"
-    doc.write_text(json.dumps(session_from(desc, "hello-prod", mode="production")))
+                                               cas: Cas, tmp_path: Path) -> None:
     # another client (this test's identity) owns another namespace
-    veil(capsys, "session", "create", "-f", str(doc), "-n", "e2e-prod", "--cas", cas.addr,
-         "--cas-key", cas.key)
-    proc = podman_run(f"{registry}/test/e2e-hello:1", cas, "e2e-prod/hello-prod/hello")
+    ids = mesh_apply(tmp_path, cas, "e2e-prod", {"hello-prod": f"{registry}/test/e2e-hello:1"},
+                     {"API_USER": "myself"}, mode="production")
+    proc = podman_run(f"{registry}/test/e2e-hello:1", cas, ids["hello-prod"])
     assert proc.returncode != 0
     assert "simulation evidence is not accepted in production mode" in proc.stderr
 
@@ -214,15 +191,10 @@ injection_files:
     permission: "0640"
 """)
     monkeypatch.chdir(tmp_path)
-    desc = build(capsys, manifest)
-    doc = session_from(desc, "files")
-    doc["images"] = [{"name": "hello_image", "injection_files": [
-        {"path": f["path"], "content": f["content"], "mode": f["permission"]}
-        for f in desc["injection_files"]]}]  # type: ignore[attr-defined]
-    (tmp_path / "files.json").write_text(json.dumps(doc))
-    veil(capsys, "session", "create", "-f", str(tmp_path / "files.json"), "-n", "e2e-files",
-         "--cas", cas.addr, "--cas-key", cas.key)
-    proc = podman_run(f"{registry}/test/e2e-files:1", cas, "e2e-files/files/hello")
+    build(capsys, manifest)
+    ids = mesh_apply(tmp_path / "mesh", cas, "e2e-files",
+                     {"files": f"{registry}/test/e2e-files:1"}, {"API_USER": "myself"})
+    proc = podman_run(f"{registry}/test/e2e-files:1", cas, ids["files"])
     assert proc.returncode == 0, proc.stderr
     lines = dict(ln.split(" ", 1) for ln in proc.stdout.splitlines())
     mode, file_sum = lines["file"].split()

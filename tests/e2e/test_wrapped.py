@@ -1,13 +1,12 @@
 """A genservice with `build.wrap`: a bare customer repository becomes an attested Flask service.
 
 `veil apply` wraps the repository (entrypoint checked at apply time), builds and pushes the image;
-the session is made from the image's description; podman starts it through the launcher, which
+its session comes from `veil apply -f mesh.yaml`; podman starts it through the launcher, which
 attests to the real CAS before the wrapper serves predictions.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.e2e.conftest import Cas
+from tests.e2e.meshes import mesh_apply
 from tests.image.support import need, wait_ready
 from veil.cli import main
 from veil.image.index import LocalIndex
@@ -89,28 +89,14 @@ def test_wrapped_service_serves_only_after_attestation(
     monkeypatch.chdir(repo)
     assert main(["apply", "-f", "service.yaml"]) == 0, capsys.readouterr().err
     capsys.readouterr()
-    assert main(["inspect", f"{registry}/test/wrapped-model:1"]) == 0
-    desc = json.loads(capsys.readouterr().out)
     port = free_port()
-    env = {e["name"]: e["value"] for e in desc["global_env"] if e["value"] is not None}
-    env.update({e["name"]: e["value"] for e in desc["local_env"]})
-    env.update(HTTP_HOST="127.0.0.1", HTTP_PORT=str(port), WEB_CONCURRENCY="1")
-    session = {
-        "version": "0.3", "name": "wrapped",
-        "security": {"attestation": {"mode": "debug"}},
-        "services": [{"name": "model", "image_name": "img", "command": desc["command"],
-                      "pwd": desc["pwd"], "environment": env,
-                      "attestation": {"measurement": [desc["measurement"]]}}],
-        "images": [{"name": "img"}],
-    }
-    doc = tmp_path / "session.json"
-    doc.write_text(json.dumps(session))
-    assert main(["session", "create", "-f", str(doc), "-n", "wrapns", "--cas", cas.addr,
-                 "--cas-key", cas.key]) == 0, capsys.readouterr().err
+    ids = mesh_apply(tmp_path / "mesh", cas, "wrapns",
+                     {"model": f"{registry}/test/wrapped-model:1"},
+                     {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port), "WEB_CONCURRENCY": "1"})
     name = f"veil-e2e-wrapped-{port}"
     run = subprocess.run(
         ["podman", "run", "-d", "--rm", "--init", "--tls-verify=false", "--name", name,
-         "--network", "host", "-e", "SCONE_CONFIG_ID=wrapns/wrapped/model",
+         "--network", "host", "-e", f"SCONE_CONFIG_ID={ids['model']}",
          "-e", f"SCONE_CAS_ADDR={cas.addr}", "-e", f"SCONE_CAS_KEY={cas.key}",
          f"{registry}/test/wrapped-model:1"],
         capture_output=True, text=True, env=container_env(), check=False,

@@ -128,3 +128,20 @@ def test_helm_extra_values_must_name_a_service(tmp_path: Path) -> None:
                    descriptions=lookup, connect=connect)
     assert "apii" in err.value.render() and "api, worker, db" in err.value.render()
     assert not (tmp_path / "t").exists()  # nothing written before the check
+
+
+def test_values_files_read_back_as_the_values(tmp_path: Path) -> None:
+    from veil.deploy.chart.files import _yaml
+
+    tricky = {"a": ["yes", "8080", "", "x: y", "#c", "null", "-1", True, 0, "é", [["n"]], {}],
+              "b": {"c": [{"d": "~", "e": []}], "f": "line\nbreak"}}
+    assert YAML(typ="safe").load(_yaml(tricky)) == tricky
+    result = apply("seed", tmp_path / "t")
+    from veil.mesh.chart import chart_spec
+
+    doc, _ = case("seed")
+    spec = chart_spec(doc, result, MeshOptions())
+    from veil.deploy.chart.files import umbrella_values
+
+    assert YAML(typ="safe").load((result.chart_dir / "values.yaml").read_text()) == \
+        umbrella_values(spec)

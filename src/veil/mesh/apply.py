@@ -22,6 +22,7 @@ from veil.manifest.models import Mesh
 from veil.manifest.tolerance import parse_tolerance
 from veil.mesh.descriptions import Descriptions, Found, IndexThenRegistry, descriptions_for
 from veil.mesh.extras import extra_policies, image_secrets
+from veil.mesh.files import write_tree
 from veil.mesh.plan import SessionPlan, plan_sessions, reviewable
 from veil.mesh.store import SessionStore, Written, connect_cas
 from veil.mesh.trust import expected_key, normalize_addr
@@ -94,8 +95,7 @@ class MeshResult:
 
     def config_id(self, service: str) -> str:
         """What the service's launcher names as SCONE_CONFIG_ID."""
-        return next(o.plan.session.config_id for o in self.sessions
-                    if o.plan.session.service == service and o.plan.session.config_id)
+        return f"{self.namespace}/{self.resolved.services[service].session}/{service}"
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -116,11 +116,11 @@ def _quiet(_stage: str, _message: str) -> None:
 def write_policies(target: Path, compiled: list[CompiledSession]) -> Path:
     """target/policies/<session>.json, as people review them: no secret values."""
     where = target / "policies"
+    files = {f"{c.name}.json": json.dumps(reviewable(c.document.canonical()), indent=2,
+                                          sort_keys=True, ensure_ascii=False) + "\n"
+             for c in compiled}
     with replace_dir(where) as tmp:
-        for c in compiled:
-            text = json.dumps(reviewable(c.document.canonical()), indent=2, sort_keys=True,
-                              ensure_ascii=False)
-            (tmp / f"{c.name}.json").write_text(text + "\n", encoding="utf-8")
+        write_tree(tmp, files)
     return where
 
 

@@ -22,6 +22,7 @@ from veil.fsutil import replace_dir
 from veil.image.reference import parse_reference
 from veil.manifest.load import Loaded, plain
 from veil.manifest.models import Mesh
+from veil.mesh.files import write_tree
 
 if TYPE_CHECKING:
     from veil.mesh.apply import MeshOptions, MeshResult, Progress
@@ -141,10 +142,7 @@ def write_chart(doc: Loaded, result: MeshResult, options: MeshOptions, say: Prog
     files = chart_files(spec)
     where = options.target / "helm"
     with replace_dir(where) as tmp:
-        for rel, text in files.items():
-            p = tmp / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text, encoding="utf-8")
+        write_tree(tmp, files)
     result.chart_dir = where
     say("chart", f"wrote the Helm chart to {where}")
     if options.output == "yaml":
@@ -153,8 +151,5 @@ def write_chart(doc: Loaded, result: MeshResult, options: MeshOptions, say: Prog
         manifests = render_manifests(where, result.release, release_name(result.namespace))
         out = options.target / "manifests"
         with replace_dir(out) as tmp:
-            for rel, text in manifests.items():
-                p = tmp / rel
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_text(text, encoding="utf-8")
+            write_tree(tmp, manifests)
         result.manifests_dir = out
