@@ -219,7 +219,7 @@ def test_signature_verifies_and_fails_on_other_key_or_changed_image(
     assert rc == 0, out
     rc, out = veil(capsys, "verify", image)
     assert rc == 2 and "has no signature" in out
-    assert os.path.exists(tmp_path / "veil-config" / "signing" / "ed25519.key")
+    assert os.path.exists(tmp_path / "veil-config" / "signing" / "cosign.key")
 
 
 def test_app_only_change_is_pushed_without_a_build(

@@ -91,6 +91,22 @@ class Registry:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         return digest, json.loads(body)
 
+    def manifest_raw(self, reference: str | None = None) -> tuple[str, bytes, str]:
+        """(digest, exact bytes, media type) of a manifest: what a copy must put unchanged."""
+        resp = self._send(
+            "GET", f"{self.base}/manifests/{reference or self.ref.reference}",
+            headers={"Accept": MANIFEST_TYPES},
+        )
+        body = resp.content
+        media = resp.headers.get("Content-Type", "").split(";")[0].strip() or \
+            json.loads(body).get("mediaType", OCI_MANIFEST)
+        return "sha256:" + hashlib.sha256(body).hexdigest(), body, media
+
+    def put_manifest_raw(self, reference: str, body: bytes, media_type: str) -> str:
+        self._send("PUT", f"{self.base}/manifests/{reference}", content=body,
+                   headers={"Content-Type": media_type})
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
     def blob(self, digest: str) -> bytes:
         data = self._send("GET", f"{self.base}/blobs/{digest}").content
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:

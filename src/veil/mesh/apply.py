@@ -92,6 +92,7 @@ class MeshResult:
     release_version: int | None = None
     app_version: str | None = None
     warnings: list[str] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)  # of the copies in repo.destination
 
     def config_id(self, service: str) -> str:
         """What the service's launcher names as SCONE_CONFIG_ID."""
@@ -175,6 +176,13 @@ def apply_mesh(
     if options.dry_run and not options.diff_only:
         result.policies_dir = write_policies(options.target, compiled)
         say("policies", f"wrote {len(compiled)} session(s) to {result.policies_dir}")
+    if mesh.repo is not None:
+        from veil.mesh.images import check_key, publish
+
+        if result.dry_run:
+            publish(doc, result, dry_run=True, say=say)
+        else:
+            check_key(doc)  # a missing or wrong key stops here, before anything is sent
     trust_any = parse_tolerance(cas_entry.tolerance).trust_any
     key = options.cas_key or cas_entry.cas_key
     say("cas", f"checking the identity of CAS {cas_entry.name} at {result.cas_addr}")
@@ -201,6 +209,10 @@ def apply_mesh(
             if not options.diff_only:
                 _chart(doc, result, options, say)
             return result
+        if mesh.repo is not None:  # the CAS checked out: copy and sign, then commit
+            from veil.mesh.images import publish
+
+            publish(doc, result, dry_run=False, say=say)
         changed = [p for p in plans if p.change != "unchanged"]
         written: dict[str, Written] = {}
         if changed:
