@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The hello-user example end to end on this machine, with real components only:
-# registry → Python base image → CAS → confidential image → attested run → tamper refused →
-# the seeds' mesh workflow (--print-defaults, patch, apply --dry-run).
+# registry → Python base image → CAS → the seeds' mesh workflow (build, --print-defaults, patch,
+# apply: sessions into CAS, Helm chart) → attested run → tamper refused.
 # Everything it starts is stopped by PID when it ends. State goes to $DEMO_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,44 +43,33 @@ pids+=($!)
 for _ in $(seq 100); do curl -fsSk "https://$CAS_ADDR/openapi.json" >/dev/null 2>&1 && break; sleep 0.1; done
 echo "CAS pid ${pids[-1]}, key $CAS_KEY"
 
-step "4. build, measure and push the confidential image"
-cp examples/hello-user/service.yaml examples/hello-user/print_env.py "$DEMO_DIR/src/"
-(cd "$DEMO_DIR/src" && veil apply -f service.yaml)
-IMAGE=$REGISTRY/veil/python_hello_user:latest
-
-step "5. the session, made from the image's own service description"
-veil inspect "$IMAGE" > "$DEMO_DIR/description.json"
-python3 - "$DEMO_DIR/description.json" > "$DEMO_DIR/session.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-env = {e["name"]: e["value"] for e in d["local_env"]}
-env["API_USER"] = "myself"   # the mesh's value of the service's global variable
-print(json.dumps({
-    "version": "0.3", "name": "hello",
-    "security": {"attestation": {"mode": "debug"}},   # simulation evidence: debug mode only
-    "services": [{"name": "pythonapp", "image_name": "hello_image", "command": d["command"],
-                  "pwd": d["pwd"], "environment": env,
-                  "attestation": {"measurement": [d["measurement"]]}}],
-    "secrets": [{k: s[k] for k in ("name", "kind", "size") if s.get(k) is not None}
-                for s in d["secrets"]],
-    "images": [{"name": "hello_image"}],
-}, indent=2))
-PY
-veil session create -f "$DEMO_DIR/session.json" -n demo --cas "$CAS_ADDR" --cas-key "$CAS_KEY"
-
 # podman uses the same settings files Veil writes for its own buildah/podman calls (runc,
 # cgroupfs, ulimits, overlay storage, the loopback registry marked insecure)
 export CONTAINERS_CONF=$VEIL_HOME/containers/containers.conf
 export CONTAINERS_STORAGE_CONF=$VEIL_HOME/containers/storage.conf
 export CONTAINERS_REGISTRIES_CONF=$VEIL_HOME/containers/registries.conf
+WORK=$DEMO_DIR/mesh
+NS=demo-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+
+step "4. the seeds' workflow, for real: build → envsubst → --print-defaults → patch → apply"
+# debug mode: this machine has no TEE, so the launcher attests with simulation evidence
+WORK=$WORK APP_NAMESPACE=$NS APP_IMAGE_REPO=$REGISTRY/veil CAS_ADDR=$CAS_ADDR \
+  bash examples/hello-user/run.sh --debug
+IMAGE=$REGISTRY/veil/python_hello_user:latest
+
+step "5. applying the same mesh again changes nothing in CAS"
+veil apply -f "$WORK/mesh-3.yaml" --mode debug -t "$WORK/target" --diff
+
 run() {
-  podman run --rm --init --tls-verify=false -e SCONE_CONFIG_ID=demo/hello/pythonapp \
+  podman run --rm --init --tls-verify=false -e SCONE_CONFIG_ID="$NS/pythonapp/pythonapp" \
     -e SCONE_CAS_ADDR="$CAS_ADDR" -e SCONE_CAS_KEY="$CAS_KEY" "$@"
 }
 step "6. run it: the launcher attests, CAS provisions API_USER and the generated API_PASSWORD"
 run "$IMAGE"
 
 step "7. one changed byte in the program: CAS refuses to configure it"
+mkdir -p "$DEMO_DIR/src"
+cp "$WORK/service.yaml" "$WORK/print_env.py" "$DEMO_DIR/src/"
 echo "#" >> "$DEMO_DIR/src/print_env.py"
 sed -i 's#python_hello_user:latest#python_hello_user:tampered#' "$DEMO_DIR/src/service.yaml"
 (cd "$DEMO_DIR/src" && veil apply -f service.yaml >/dev/null)
@@ -88,8 +77,5 @@ if run "$REGISTRY/veil/python_hello_user:tampered"; then
   echo "demo: the tampered image was NOT refused" >&2; exit 1
 fi
 echo "(refused, as it must be)"
-
-step "8. the seeds' mesh workflow: envsubst → --print-defaults → patch → apply --dry-run"
-WORK=$DEMO_DIR/mesh APP_NAMESPACE=demo-mesh bash examples/hello-user/run.sh
 
 step "done: stopping what the demo started"

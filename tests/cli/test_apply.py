@@ -211,10 +211,15 @@ def test_hello_user_workflow_script(tmp_path: Path) -> None:
     work = tmp_path / "work"
     env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
            "VEIL_HOME": str(tmp_path / "home"), "WORK": str(work),
-           "APP_NAMESPACE": "hello-test", "HOME": str(tmp_path)}
+           "APP_NAMESPACE": "hello-test", "HOME": str(tmp_path), "DRY_RUN": "1",
+           "CAS_ADDR": "127.0.0.1:1"}
     p = subprocess.run(["bash", str(HELLO / "run.sh")], capture_output=True, text=True,
                        env=env, cwd=tmp_path, timeout=120)
     assert p.returncode == 0, p.stderr
     mesh3 = (work / "mesh-3.yaml").read_text()
     assert mesh3.startswith((work / "mesh-2.yaml").read_text())
     assert "hello-test/pythonapp" in p.stdout and "myself" in p.stdout
+    assert (work / "target" / "helm" / "charts" / "pythonapp" / "values.yaml").exists()
+    assert "helm install hello-test " in p.stdout
+    rendered = work / "target" / "manifests" / "pythonapp" / "deployment.yaml"
+    assert "SCONE_CONFIG_ID" in rendered.read_text()
