@@ -149,3 +149,20 @@ def test_bad_image_secrets_entry_names_its_file_and_line(tmp_path: Path) -> None
     p = err.value.problems[0]
     assert p.file == str(tmp_path / "worker-secrets.yaml") and p.line == 4
     assert json.dumps(p.path).count("secrets[1]") == 1
+
+
+def test_a_stable_image_stays_admitted_during_a_rollout() -> None:
+    from veil.manifest.description import StableImage
+
+    doc, lookup = case("three-services")
+    image = "registry.example/shop/api:1"
+    old = "e" * 64
+    lookup.by_image = {**lookup.by_image, image: lookup.by_image[image].model_copy(
+        update={"stable": StableImage(image="registry.example/shop/api:0", measurement=old)})}
+    found = descriptions_for(doc, lookup)
+    resolved = resolve_mesh(doc, {i: f.description for i, f in found.items()})
+    s = by_name(compile_mesh(doc.model, resolved, "production", file=doc.file,
+                             image_secrets=image_secrets(doc)))
+    api = s["api"].document.services[0].attestation.measurement
+    assert api == [lookup.by_image[image].measurement, old]
+    assert len(s["db"].document.services[0].attestation.measurement) == 1
