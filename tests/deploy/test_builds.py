@@ -84,3 +84,19 @@ def test_build_ids_that_cannot_be_deployed(world: World, tmp_path: Path) -> None
         _deploy(world, records, build=good)
     assert "moved since the build" in info.value.problems[0].message
     assert world.snapshot() == before
+
+
+def test_the_cli_reads_build_ids_from_the_platforms_job_store(
+        world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from veil.cli import main
+
+    db = tmp_path / "jobs.db"
+    store = JobStore(make_engine(f"sqlite:///{db}"))
+    ref, digest = world.image("1", role=None)
+    build = _finished_build(store, [f"{ref}@{digest}"])
+    path = world.deployment(build=build)
+    assert main(["deploy", "-f", str(path), "--gitops", str(world.repo)]) == 2
+    assert "build ids need the platform's build store" in capsys.readouterr().err
+    assert main(["deploy", "-f", str(path), "--gitops", str(world.repo),
+                 "--platform-db", f"sqlite:///{db}"]) == 0
+    assert f"image {ref}@{digest}" in capsys.readouterr().out

@@ -12,13 +12,18 @@ from rich.table import Table
 from veil.cli._app import state
 from veil.errors import Problem, UserError
 
-__all__ = ["GITOPS", "REPO_URL", "TEAM", "open_repo", "print_problems", "print_report"]
+__all__ = ["BUILDS_DB", "GITOPS", "REPO_URL", "TEAM", "build_records", "open_repo",
+           "print_problems", "print_report"]
 
 GITOPS = typer.Option(None, "--gitops", envvar="VEIL_GITOPS",
                       help="The GitOps repository: a git working copy (env VEIL_GITOPS).")
 REPO_URL = typer.Option(None, "--repo-url", envvar="VEIL_GITOPS_URL",
                         help="The URL Argo CD clones the GitOps repository from "
                         "(default: its remote's URL).")
+BUILDS_DB = typer.Option(
+    None, "--platform-db", envvar="VEIL_PLATFORM_DB",
+    help="The platform's job store, for `build: ID` (default: the local `veil platform serve`'s "
+    "SQLite file, when there is one).")
 TEAM = typer.Option(None, "--team", help="The team, when several teams have an app of this name.")
 
 
@@ -29,6 +34,23 @@ def open_repo(path: Path | None) -> Any:
         raise UserError("no GitOps repository named",
                         hint="pass --gitops DIR (a git working copy) or set VEIL_GITOPS")
     return GitOpsRepo(path)
+
+
+def build_records(loaded: Any, db: str | None) -> Any:
+    """The platform's build records, when the deployment names a build and a store is at hand."""
+    if loaded.model.build is None:
+        return None
+    from veil.paths import home_dir
+
+    if db is None:
+        default = home_dir() / "platform" / "platform.db"
+        if not default.is_file():
+            return None
+        db = f"sqlite:///{default}"
+    from veil.platform.deployments import StoreRecords
+    from veil.platform.store import JobStore, make_engine
+
+    return StoreRecords(JobStore(make_engine(db)))
 
 
 def print_problems(problems: list[Problem]) -> None:

@@ -10,7 +10,14 @@ from typing import Literal
 import typer
 
 from veil.cli._app import state
-from veil.cli._deploy import GITOPS, open_repo, print_problems, print_report
+from veil.cli._deploy import (
+    BUILDS_DB,
+    GITOPS,
+    build_records,
+    open_repo,
+    print_problems,
+    print_report,
+)
 from veil.errors import ManifestError, UserError
 
 __all__ = ["register"]
@@ -24,6 +31,7 @@ def predeploy(
     output: Literal["table", "json"] = typer.Option("table", "--output", "-o",
                                                     help="table or json."),
     gitops: Path | None = GITOPS,
+    platform_db: str | None = BUILDS_DB,
 ) -> None:
     """Image pinned as pushed, environment by phase, sidecars pullable (and, with --gitops, the
     team and names)."""
@@ -35,7 +43,7 @@ def predeploy(
     loaded = load_deployment(file)
     repo = open_repo(gitops) if gitops is not None else None
     with RegistryImages() as images:
-        report = check(loaded, images, repo=repo)
+        report = check(loaded, images, repo=repo, records=build_records(loaded, platform_db))
     if output == "json":
         state.console.print_json(json.dumps(report_json(report)))
         if report.errors:  # the report is on stdout; exit 2 with a one-line summary

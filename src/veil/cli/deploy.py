@@ -10,7 +10,15 @@ from pathlib import Path
 import typer
 
 from veil.cli._app import state
-from veil.cli._deploy import GITOPS, REPO_URL, open_repo, print_problems, print_report
+from veil.cli._deploy import (
+    BUILDS_DB,
+    GITOPS,
+    REPO_URL,
+    build_records,
+    open_repo,
+    print_problems,
+    print_report,
+)
 from veil.errors import UserError
 
 __all__ = ["deploy_app", "register"]
@@ -28,6 +36,7 @@ def deploy(
     file: Path | None = typer.Option(None, "--file", "-f", help="The deployment (YAML)."),
     gitops: Path | None = GITOPS,
     repo_url: str | None = REPO_URL,
+    platform_db: str | None = BUILDS_DB,
 ) -> None:
     """Check the deployment, then commit (and push) its Argo CD applications."""
     if ctx.invoked_subcommand is not None:
@@ -43,7 +52,8 @@ def deploy(
     repo = open_repo(gitops)
     with RegistryImages() as images:
         try:
-            done = run(loaded, repo, images, repo_url=repo_url)
+            done = run(loaded, repo, images, repo_url=repo_url,
+                       records=build_records(loaded, platform_db))
         except PredeployFailed as err:
             print_report(err.report, title=f"environment of {loaded.model.app}", err=True)
             raise
