@@ -106,3 +106,24 @@ def test_usage_errors(world: World, capsys: pytest.CaptureFixture[str],
     assert code == 2 and "veil deploy -f deployment.yaml" in err
     code, _, err = run(capsys, "deploy", "-f", str(path), "--gitops", str(world.tmp))
     assert code == 2 and "is not a git repository" in err
+
+
+def test_environment_values_are_never_printed(world: World,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    value, built = "s3://bucket-7f3a9c/model", "built-in-41d2"
+    ref, d = world.image("1", env={"VEIL_ENTRYPOINT": "model:predict", "MODEL_URL": built,
+                                   "API_TOKEN": "tok-9b8e"})
+    path = world.deployment(image=f"{ref}@{d}", code=world.code(),
+                            env={"MODEL_URL": value, "DB_PASSWORD": "pw-5521"})
+    outputs = []
+    for args in (["check", "predeploy", "-f", str(path)],
+                 ["check", "predeploy", "-f", str(path), "-o", "json"],
+                 ["deploy", "-f", str(path), "--gitops", str(world.repo)]):
+        code, out, err = run(capsys, *args)
+        assert code == 0, err
+        outputs.append(out + err)
+    text = "\n".join(outputs) + git(world.repo, "log", "-1", "--format=%B")
+    assert "MODEL_URL: set at build (image) and at deploy with different values" in text
+    assert "DB_PASSWORD looks like a credential" in text
+    for secret in (value, built, "tok-9b8e", "pw-5521"):
+        assert secret not in text
