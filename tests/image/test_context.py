@@ -64,12 +64,24 @@ def measurement(tmp: Path, name: str, **kw: object) -> str:
     return measure_context(ctx, INTERP_PATHS, INTERP)
 
 
+def test_without_run_steps_the_application_is_the_last_layer(tmp_path: Path) -> None:
+    manifest = write(tmp_path / "src")
+    text = manifest.read_text()
+    manifest.write_text(text[:text.index("  run:")] + text[text.index("injection_files:"):])
+    ctx = stage(manifest, tmp_path / "ctx")
+    steps = [ln.split()[0] + " " + ln.split()[1] for ln in ctx.containerfile.splitlines()
+             if ln and not ln.startswith("#")]
+    assert steps[:4] == ["FROM base@sha256:" + "0" * 64, "COPY rootfs/opt/veil/",
+                         "COPY rootfs/etc/veil/", "COPY rootfs/app/"]
+
+
 def test_layers_are_ordered_for_the_cache(tmp_path: Path) -> None:
     ctx = stage(write(tmp_path / "src"), tmp_path / "ctx")
     steps = [ln.split()[0] + " " + ln.split()[1] for ln in ctx.containerfile.splitlines()
              if ln and not ln.startswith("#")]
-    assert steps[:5] == ["FROM base@sha256:" + "0" * 64, "RUN echo", "COPY rootfs/opt/veil/",
-                         "COPY rootfs/etc/veil/", "COPY rootfs/app/"]
+    # sconectl's order with `run:` steps: they see the copied files; launcher and plan after
+    assert steps[:5] == ["FROM base@sha256:" + "0" * 64, "COPY rootfs/app/", "RUN echo",
+                         "COPY rootfs/opt/veil/", "COPY rootfs/etc/veil/"]
     # the folded multi-line run command is one RUN line
     assert "RUN echo one && echo two" in ctx.containerfile
     assert (ctx.dir / "rootfs/app/lib/util.py").read_text() == "X = 1\n"

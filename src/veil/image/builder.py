@@ -125,8 +125,8 @@ def _buildah_build(ctx: Path, image: str, label: str, progress: Progress) -> str
         if step and ": RUN " in step:
             raise OperationalError(
                 f"the build step `{step.split(': ', 1)[1]}` of {image} failed:\n{output}",
-                hint="fix the command in build.run (it runs without network access, before the "
-                "application files are added)",
+                hint="fix the command in build.run (it runs without network access, after the "
+                "application files are copied, as in sconectl)",
             )
         hint = None
         if "overlay" in output.lower():
@@ -219,7 +219,9 @@ def _build(
         })
         write_description(tmp, desc)
         result = BuildResult(image=b.to, context=ctx_dir, description=desc, notes=ctx.notes)
-        if push and os.environ.get("VEIL_NO_FAST_PATH") != "1":
+        # with `run:` steps the application layer is not the last one: later layers were
+        # made from the old files, so only a full build is right
+        if push and not b.run and os.environ.get("VEIL_NO_FAST_PATH") != "1":
             result.digest = try_fast_push(b.to, ctx, desc)
             if result.digest:
                 progress(f"pushed {b.to}: only application files changed, wrote that layer")

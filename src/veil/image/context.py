@@ -2,8 +2,10 @@
 
 Everything measured is staged under `rootfs/` exactly where it will sit in the image, so the
 builder measures the staged tree with the same code the launcher runs on the container's `/`.
-Layer order serves the cache: base → run steps → requirements → launcher → plan → application.
-`run:` steps come before the measured files, so they cannot alter what was measured.
+Layer order serves the cache: base → requirements → launcher → plan → application. With `run:`
+steps, sconectl's order: base → requirements → application → `run:` steps → launcher → plan
+(the steps see the copied files; an edit of the program re-runs them, see
+bench/bench_run_order.py).
 """
 
 from __future__ import annotations
@@ -216,9 +218,8 @@ def stage_context(
         f"{_HEADER}; edit the manifest, not this file.",
         f"FROM {base}",
     ]
-    for cmd in b.run:
-        one = " ".join(part.strip() for part in cmd.strip().splitlines() if part.strip())
-        lines.append(f"RUN {one}")
+    runs = [" ".join(part.strip() for part in cmd.strip().splitlines() if part.strip())
+            for cmd in b.run]
     if requirements_dir is not None and site_packages is not None:
         req_root = rootfs / site_packages.lstrip("/")
         shutil.copytree(requirements_dir, req_root, symlinks=True)
@@ -226,6 +227,11 @@ def stage_context(
         lines.append(f"COPY rootfs{site_packages}/ {site_packages}/")
     elif b.requirements:
         lines.append(f"# {b.requirements}: resolved at build time, for the base image's Python")
+    if runs:
+        # sconectl's order: `run:` steps see the copied files (`mv /app/a /app/b` works); the
+        # launcher and the plan come after them, out of their reach
+        lines.append(f"COPY rootfs{pwd}/ {pwd}/")
+        lines += [f"RUN {one}" for one in runs]
     lines.append(f"COPY rootfs{LAUNCHER_DIR}/ {LAUNCHER_DIR}/")
     local_env = {e.name: e.value for e in svc.environment.local}
     if b.command is None:  # `veil.image.wrapped` fills it in for wrapped services
@@ -241,7 +247,8 @@ def stage_context(
     plan_file.write_text(plan.to_json())
     plan_file.chmod(0o644)
     lines.append(f"COPY rootfs{posixpath.dirname(PLAN_PATH)}/ {posixpath.dirname(PLAN_PATH)}/")
-    lines.append(f"COPY rootfs{pwd}/ {pwd}/")
+    if not runs:  # the application last: an edit of the program rebuilds one layer
+        lines.append(f"COPY rootfs{pwd}/ {pwd}/")
     lines.append(f"WORKDIR {pwd}")
     lines.append(f"ENTRYPOINT {json.dumps(ENTRYPOINT)}")
     lines.append("CMD []")
