@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.platform.conftest import request
 from veil.platform.app import Platform, create_app
@@ -143,3 +145,44 @@ def test_cancel_unknown_and_finished_builds(api: TestClient) -> None:
 def test_the_wrapper_repository_is_read_only(api: TestClient) -> None:
     assert api.get("/wrappers").status_code == 404  # this app serves none
     assert api.post("/git/wrappers.git/git-receive-pack", content=b"").status_code == 404
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(sorted(body())), value=_json, extra=st.booleans())
+def test_any_value_in_any_field_is_an_answer_not_a_crash(
+    api: TestClient, field: str, value: object, extra: bool
+) -> None:
+    b = body()
+    if extra:
+        b["x-" + field] = value
+    else:
+        b[field] = value
+    r = api.post("/containerbuild", json=b)
+    assert r.status_code in (202, 422), r.text
+    if r.status_code == 422:
+        assert r.json()["detail"]["reason"]
+
+
+def test_logs_as_server_sent_events_resume_after_the_last_id(api: TestClient) -> None:
+    build_id = api.post("/containerbuild", json=body()).json()["id"]
+    store = api.app.state.platform.store  # type: ignore[attr-defined]
+    row = store.claim("test:1:x")
+    assert row is not None and row.id == build_id
+    for seq, text in enumerate(["one\n", "two\nthree\n", "four\n"]):
+        store.append_log(build_id, seq, text)
+    store.finish(build_id, "test:1:x", "failed", error="no")
+    r = api.get(f"/builds/{build_id}/logs",
+                headers={"Accept": "text/event-stream", "Last-Event-ID": "0"})
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.text == ("id: 1\ndata: two\ndata: three\n\nid: 2\ndata: four\n\n"
+                      "event: end\nid: 3\ndata: failed\n\n")
+    assert api.get(f"/builds/{build_id}/logs").text == "one\ntwo\nthree\nfour\n"

@@ -127,9 +127,13 @@ def test_cancel_and_timeout_stop_a_running_build_others_unaffected(
                                        build_args=args, image_name="team-a/sleepy2"))
     good_id = server.submit(request(git_server.url("good"), good, [registry],
                                     build_args=args, image_name="team-a/good"))
-    deadline = time.monotonic() + 60
-    while "sleeping" not in server.logs(cancel_id) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    seen = ""  # the log streams (chunked) while the build runs
+    with server.client.stream("GET", f"/builds/{cancel_id}/logs", timeout=60) as stream:
+        for chunk in stream.iter_text():
+            seen += chunk
+            if "sleeping" in seen:
+                break
+    assert "sleeping" in seen and server.build(cancel_id)["status"] == "running"
     started = time.monotonic()
     r = server.client.post(f"/builds/{cancel_id}/cancel")
     assert r.status_code == 202
