@@ -190,3 +190,21 @@ def test_cas_trust_command_records_the_key(mesh_cas: CasServer, tmp_path: Path,
     assert out.startswith("trusting SHA256:") and mesh_cas.addr in out
     mesh = mesh_case(tmp_path, mesh_cas, "shop6")
     assert apply(mesh, mesh_cas).counts() == {"created": 5}
+
+
+def test_trust_any_takes_the_presented_key_with_a_warning(mesh_cas: CasServer, tmp_path: Path
+                                                          ) -> None:
+    mesh = mesh_case(tmp_path, mesh_cas, "shop7",
+                     **{'tolerance: "-G -S"': 'tolerance: "--only_for_testing-trust-any -G -S"'})
+    result = apply(mesh, mesh_cas)
+    assert result.counts() == {"created": 5}
+    assert len(result.warnings) == 1 and "--only_for_testing-trust-any" in result.warnings[0]
+    assert result.cas_key_fingerprint in result.warnings[0]
+    # a recorded key is still checked: trust-any never overrides one
+    from veil.mesh.trust import trust
+
+    other = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    trust(mesh_cas.addr, base64.b64encode(other).decode())
+    with pytest.raises(OperationalError, match="nothing was sent"):
+        apply(mesh, mesh_cas)

@@ -166,3 +166,26 @@ def test_a_stable_image_stays_admitted_during_a_rollout() -> None:
     api = s["api"].document.services[0].attestation.measurement
     assert api == [lookup.by_image[image].measurement, old]
     assert len(s["db"].document.services[0].attestation.measurement) == 1
+
+
+def test_policy_files_hold_no_secret_value(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.mesh.support import descriptions
+    from veil.manifest.load import load_mesh
+
+    root = tmp_path / "case"
+    shutil.copytree(GOLDEN / "three-services", root)
+    (root / "worker-secrets.yaml").write_text(
+        "- name: api_token\n  kind: explicit\n  value: hunter2-not-for-files\n")
+    doc = load_mesh(root / "mesh.yaml")
+    found = descriptions_for(doc, descriptions(root / "services"))
+    resolved = resolve_mesh(doc, {i: f.description for i, f in found.items()})
+    sessions = compile_mesh(doc.model, resolved, "production", file=doc.file,
+                            image_secrets=image_secrets(doc))
+    worker = next(c for c in sessions if c.name == "worker")
+    token = worker.document.secret("api_token")
+    assert token is not None and token.value == "hunter2-not-for-files"  # what CAS receives
+    write_policies(tmp_path, sessions)
+    text = "".join(f.read_text() for f in (tmp_path / "policies").iterdir())
+    assert "hunter2-not-for-files" not in text and "<explicit>" in text

@@ -52,6 +52,7 @@ class MeshOptions:
     cas_key: str | None = None  # instead of the mesh's cas_key
     release_version: int | None = None  # sconectl's rolling release number (chart annotation)
     app_version: str | None = None  # `--set-version`, recorded as the chart's appVersion
+    publish: bool = True  # False: leave `repo.destination`/`repo.signature` alone (`veil up`)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def apply_mesh(
     if options.dry_run and not options.diff_only:
         result.policies_dir = write_policies(options.target, compiled)
         say("policies", f"wrote {len(compiled)} session(s) to {result.policies_dir}")
-    if mesh.repo is not None:
+    if mesh.repo is not None and options.publish:
         from veil.mesh.images import check_key, publish
 
         if result.dry_run:
@@ -209,7 +210,7 @@ def apply_mesh(
             if not options.diff_only:
                 _chart(doc, result, options, say)
             return result
-        if mesh.repo is not None:  # the CAS checked out: copy and sign, then commit
+        if mesh.repo is not None and options.publish:  # CAS checked out: copy, sign, commit
             from veil.mesh.images import publish
 
             publish(doc, result, dry_run=False, say=say)
