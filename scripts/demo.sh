@@ -61,7 +61,9 @@ step "5. applying the same mesh again changes nothing in CAS"
 veil apply -f "$WORK/mesh-3.yaml" --mode debug -t "$WORK/target" --diff
 
 run() {
-  podman run --rm --init --tls-verify=false -e SCONE_CONFIG_ID="$NS/pythonapp/pythonapp" \
+  # --pull=always: run what the registry holds now (the measured push), not a same-named
+  # image left in local storage
+  podman run --rm --init --pull=always --tls-verify=false -e SCONE_CONFIG_ID="$NS/pythonapp/pythonapp" \
     -e SCONE_CAS_ADDR="$CAS_ADDR" -e SCONE_CAS_KEY="$CAS_KEY" "$@"
 }
 step "6. run it: the launcher attests, CAS provisions API_USER and the generated API_PASSWORD"

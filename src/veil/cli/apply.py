@@ -28,7 +28,7 @@ from veil.cli._options import (
 )
 from veil.cli._output import write_output
 from veil.deploy.chart.names import RELEASE_RE, release_name
-from veil.errors import UserError
+from veil.errors import OperationalError, UserError
 from veil.manifest.load import Loaded, load_document, read_manifest
 from veil.manifest.models import GenService, Mesh
 from veil.resolve.defaults import print_defaults
@@ -203,6 +203,8 @@ def _apply_mesh(doc: Loaded, options: ApplyOptions, diff: bool) -> None:
         result = apply_mesh(doc, opts, descriptions=lookup,
                             progress=lambda _stage, msg: status.update(msg))
     show_result(doc, result, diff=diff)
+    if diff and result.cas_unreachable:
+        raise OperationalError(f"--diff could not compare with CAS: {result.cas_unreachable}")
 
 
 def _override_namespace(doc: Loaded, namespace: str) -> None:
