@@ -229,6 +229,6 @@ def test_diff_without_a_reachable_cas_is_an_operational_error(
         hello_recorded: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text(MESH.replace("cas.example:8081", "127.0.0.1:1"))
-    code, out, err = run(capsys, "apply", "-f", str(mesh), "--diff", "-t", str(tmp_path / "t"))
+    code, _, err = run(capsys, "apply", "-f", str(mesh), "--diff", "-t", str(tmp_path / "t"))
     assert code == 1 and "--diff could not compare with CAS" in err
     assert not (tmp_path / "t").exists()  # --diff writes nothing
