@@ -127,3 +127,20 @@ def test_environment_values_are_never_printed(world: World,
     assert "DB_PASSWORD looks like a credential" in text
     for secret in (value, built, "tok-9b8e", "pw-5521"):
         assert secret not in text
+
+
+def test_the_platforms_own_injected_variables_come_from_teams_yaml(
+        world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    (world.repo / "teams.yaml").write_text(
+        "teams:\n  - name: ml\nplatformEnv:\n  DD_AGENT_HOST: the Datadog admission webhook\n")
+    git(world.repo, "commit", "-qam", "platform env")
+    ref, d = world.image("1")
+    path = world.deployment(image=f"{ref}@{d}", code=world.code(
+        "import os\nos.environ['MODEL_URL']\nos.environ['DD_AGENT_HOST']\n"))
+    code, out, _ = run(capsys, "check", "predeploy", "-f", str(path), "-o", "json")
+    assert code == 2  # without the GitOps repository, nobody supplies it
+    assert [e["message"].split()[0] for e in json.loads(out)["errors"]] == ["DD_AGENT_HOST"]
+    code, out, _ = run(capsys, "check", "predeploy", "-f", str(path), "-o", "json",
+                       "--gitops", str(world.repo))
+    env = {r["name"]: r for r in json.loads(out)["env"]}
+    assert code == 0 and env["DD_AGENT_HOST"]["phases"] == ["platform"]

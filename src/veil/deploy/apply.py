@@ -61,6 +61,8 @@ def check(loaded: LoadedDeployment, images: Images, *, repo: GitOpsRepo | None =
     if repo is not None:
         teams = teams or load_teams(repo.path)[0]
         existing = _existing(repo, loaded.model.team)
+    if teams is not None and teams.platformEnv:
+        platform_env = {**platform_env, **teams.platformEnv}
     return predeploy(loaded, images, teams=teams, existing=existing, records=records,
                      platform_env=platform_env)
 

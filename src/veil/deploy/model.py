@@ -180,6 +180,17 @@ class Teams(_Strict):
     """`teams.yaml` at the top of a GitOps repository: the teams platform admins created."""
 
     teams: list[Team]
+    # What this platform's clusters inject into every pod beyond Veil's own list (name →
+    # where it comes from), e.g. an agent's address set by an admission webhook.
+    platformEnv: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("platformEnv")
+    @classmethod
+    def _platform_env(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not ENV_NAME.match(k)]
+        if bad:
+            raise ValueError(f"not an environment variable name: {', '.join(bad)}")
+        return v
 
     def get(self, name: str) -> Team | None:
         return next((t for t in self.teams if t.name == name), None)
