@@ -355,3 +355,17 @@ def test_veils_generated_mesh_chart_deploys(world: World) -> None:
                for a in accounts)
     assert {img for _, _, img in pulled_images(objects)} == {
         _pinned(ref, digest), _pinned(other, other_digest)}
+
+
+def test_a_detached_head_or_a_merge_in_progress_is_refused(world: World) -> None:
+    ref, digest = world.image("1")
+    path = world.deployment(image=f"{ref}@{digest}")
+    git(world.repo, "checkout", "-q", "--detach")
+    before = world.snapshot()
+    with pytest.raises(RepositoryNotReady, match="HEAD is detached"):
+        world.deploy(path)
+    assert world.snapshot() == before
+    git(world.repo, "checkout", "-q", "main")
+    (world.repo / ".git" / "MERGE_HEAD").write_text(before[0] + "\n")
+    with pytest.raises(RepositoryNotReady, match="merge, rebase or cherry-pick"):
+        world.deploy(path)
