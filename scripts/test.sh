@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+export VEIL_TEST_REQUIRE_PG=1  # setup installed PostgreSQL: its tests must run, not skip
 echo "== ruff";  python3 -m ruff check src tests bench
 echo "== mypy";  python3 -m mypy
 echo "== pytest"; python3 -m pytest "$@"

@@ -67,8 +67,11 @@ def start_cas(
     log: Path,
     workers: int = 1,
     command: Callable[[str, str], list[str]] | None = None,
+    rate_scale: float = 1000,
 ) -> CasServer:
-    """`veil cas serve`, or `command(addr, db_url)` (a test's own server)."""
+    """`veil cas serve`, or `command(addr, db_url)` (a test's own server). The per-source rate
+    limits are raised `rate_scale` times: the tests register hundreds of clients from one
+    address (the rate-limit tests start theirs with 1)."""
     port = free_port()
     addr = f"127.0.0.1:{port}"
     url = db_url or files.default_db_url
@@ -91,7 +94,12 @@ def start_cas(
     ]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=REPO,
+            env={**os.environ, "VEIL_CAS_RATE_SCALE": str(rate_scale)},
         )
     _wait_ready(addr, proc, log)
     return CasServer(files, addr, url, log, proc)
@@ -103,13 +111,16 @@ def cas_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     started: list[CasServer] = []
 
     def make(
-        files: CasFiles | None = None, db_url: str | None = None, workers: int = 1
+        files: CasFiles | None = None,
+        db_url: str | None = None,
+        workers: int = 1,
+        rate_scale: float = 1000,
     ) -> CasServer:
         if files is None:
             root = tmp_path_factory.mktemp("cas")
             files = init_state(root / "state", ["127.0.0.1", "localhost"])
         log = files.root.parent / f"cas-{len(started)}.log"
-        server = start_cas(files, db_url, log, workers)
+        server = start_cas(files, db_url, log, workers, rate_scale=rate_scale)
         started.append(server)
         return server
 

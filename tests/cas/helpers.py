@@ -74,3 +74,9 @@ class Launcher:
 
     def close(self) -> None:
         self.http.close()
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

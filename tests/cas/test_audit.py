@@ -7,10 +7,11 @@ from pathlib import Path
 from sqlalchemy import delete, update
 
 from veil.cas import audit
+from veil.cas.integrity import Integrity
 from veil.cas.store import audit as audit_t
 from veil.cas.store import make_engine
 
-KEY = b"a" * 32
+KEY = Integrity(b"r" * 32, b"m" * 32, b"a" * 32)
 
 
 def _log(tmp_path: Path, n: int = 5):  # type: ignore[no-untyped-def]
@@ -52,4 +53,4 @@ def test_truncated_tail(tmp_path: Path) -> None:
 
 
 def test_wrong_key_fails(tmp_path: Path) -> None:
-    assert not audit.verify(_log(tmp_path), b"b" * 32).ok
+    assert not audit.verify(_log(tmp_path), Integrity(b"r" * 32, b"m" * 32, b"b" * 32)).ok

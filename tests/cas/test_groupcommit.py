@@ -66,7 +66,7 @@ def test_concurrent_attestations_with_replays(cas: Cas) -> None:
         results = list(pool.map(one, work))
     assert results.count("ok") == 40 and results.count("replay") == 80
     assert _events(cas, "provision") == 40 and _events(cas, "denied") == 80
-    report = audit.verify(cas.engine, cas.keys.audit)
+    report = audit.verify(cas.engine, cas.integrity)
     assert report.ok, report.problems
     assert report.entries == 1 + 40 + 80  # create, provisions, refusals
 

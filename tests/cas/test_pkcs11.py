@@ -7,6 +7,7 @@ import glob
 import os
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.cas.conftest import REPO, CasServer
-from tests.cas.helpers import Launcher, session
+from tests.cas.helpers import M1, M2, Launcher, session
 from veil.cas import keystore
 from veil.cas.secrets import generate
 from veil.cas.state import CasFiles, _derive, init_state
@@ -319,3 +320,30 @@ def test_external_secrets_draw_on_the_given_generator() -> None:
     # not external: the OS generator, whatever rng is given
     plain = SecretDef(name="e", kind="binary", size=16)
     assert generate(plain, {}, counter()).raw != generate(plain, {}, counter()).raw
+
+
+def test_the_rollback_counter_lives_in_the_token(
+    token: Token, cas_factory: Callable[..., CasServer], tmp_path: Path
+) -> None:
+    """A rollback of the database and the state dir together is still detected: the
+    high-water mark is a private object of the token, out of reach without the PIN."""
+    files = init_state(tmp_path / "state", ["127.0.0.1"], pkcs11=token.config(), pin=token.pin)
+    server = cas_factory(files=files)
+    doc = session()
+    doc["services"][0]["attestation"]["measurement"] = [M1, M2]
+    with server.client(tmp_path / "alice") as alice:
+        v1 = alice.create_session("shop", doc)
+        db = files.root / "cas.db"
+        with sqlite3.connect(db) as src, sqlite3.connect(tmp_path / "backup.db") as dst:
+            src.backup(dst)
+        alice.update_session("shop", session(predecessor=v1["hash"]))  # M2 revoked
+    server.stop()
+    assert not files.counter.exists()  # nothing in the state dir to roll back with it
+    for extra in ("-wal", "-shm"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "backup.db", db)
+    again = cas_factory(files=files)
+    with Launcher(again.addr, files.cert.read_bytes()) as launcher:
+        r = launcher.attest("shop/hello/app", M2)
+    assert r.status_code == 500 and "rolled back" in r.json()["detail"]["reason"], r.text
+    again.stop()

@@ -68,12 +68,14 @@ def test_yaml_forms() -> None:
     text = (
         "version: 0.3\nname: s\nservices: [{name: a, command: x, environment: {N: 3, B: true}}]\n"
         "secrets: [{name: c, kind: x509-ca, valid_for: 90d, export: [other/s2]}]\n"
-        "images: [{name: i, injection_files: [{path: /f, mode: 0640}]}]\n"
+        "images: [{name: i, injection_files: [{path: /f, mode: 0640}, {path: /g, mode: 0o640},"
+        " {path: /h, mode: '0640'}, {path: /k, mode: 0600}]}]\n"
     )
     doc = load_session(text)
     assert doc.services[0].environment == {"N": "3", "B": "true"}
     assert doc.secrets[0].valid_for == 90
     assert doc.secrets[0].export[0].namespace == "other"
-    assert doc.images[0].injection_files[0].mode in ("0640", "0416")
+    # a YAML octal is the file mode written, exactly (never the decimal digits of its value)
+    assert [f.mode for f in doc.images[0].injection_files] == ["0640", "0640", "0640", "0600"]
     assert doc.security.attestation.mode == "production"
     assert not doc.security.attestation.allows_simulation

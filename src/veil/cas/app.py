@@ -7,8 +7,12 @@ have no identity and may only attest and register.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,9 +24,10 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from veil import __version__
-from veil.cas import attest, batch, http_errors, pki, sessions
-from veil.cas.core import Cas, Refusal, now_iso
-from veil.cas.state import CasFiles, load_keyring
+from veil.cas import attest, batch, http_errors, pki, ratelimit, sessions
+from veil.cas.core import Cas, Refusal, Tampered, now_iso
+from veil.cas.integrity import Counter
+from veil.cas.state import CasFiles, counter_store, load_keyring
 from veil.cas.store import clients, make_engine, make_reader, write_gate
 from veil.cas.verifiers import Evidence
 from veil.errors import ManifestError
@@ -101,13 +106,27 @@ class TransactionWritten(BaseModel):
     written: list[SessionWritten]
 
 
+def _source(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def _identity(request: Request) -> str | None:
     der = getattr(request.state, "veil_peer_cert", None)
     return pki.identity_of_cert(der) if der else None
 
 
-def create_app(cas: Cas) -> FastAPI:
+def create_app(cas: Cas, rate_scale: float = 1.0) -> FastAPI:
+    """The API of `cas`; `rate_scale` multiplies the per-source rate limits (tests that
+    register hundreds of clients from one address raise it)."""
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        with contextlib.suppress(Tampered, SQLAlchemyError):
+            denials.flush()  # refusals still only counted
+        cas.integrity.counter.flush()  # the high-water mark of what this worker saw
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Veil CAS",
         version=__version__,
         description="Configuration and Attestation Service: sessions, secrets, attestation.",
@@ -118,6 +137,18 @@ def create_app(cas: Cas) -> FastAPI:
     @app.exception_handler(Refusal)
     async def _refusal(_req: Request, exc: Refusal) -> JSONResponse:
         return JSONResponse({"detail": {"reason": exc.reason, **exc.extra}}, exc.status)
+
+    @app.exception_handler(Tampered)
+    async def _tampered(req: Request, exc: Tampered) -> JSONResponse:
+        # recorded in the audit log when the log itself is intact (a rolled-back or changed
+        # state row refuses every write, that one included)
+        def record() -> None:
+            with contextlib.suppress(Tampered, SQLAlchemyError):
+                cas.audit_event("tampered", outcome="refused", reason=exc.reason, path=req.url.path)
+
+        await run_in_threadpool(record)
+        print(f"veil cas: integrity check failed: {exc.reason}", file=sys.stderr, flush=True)
+        return JSONResponse({"detail": {"reason": exc.reason}}, exc.status)
 
     @app.exception_handler(ManifestError)
     async def _invalid(_req: Request, exc: ManifestError) -> JSONResponse:
@@ -132,13 +163,29 @@ def create_app(cas: Cas) -> FastAPI:
         reason = "the CAS database is unavailable; retry later"
         return JSONResponse({"detail": {"reason": reason}}, 503)
 
+    # anonymous writes, per source address (veil.cas.ratelimit)
+    k = rate_scale
+    registrations = ratelimit.Bucket("registrations", rate=0.2 * k, burst=10 * k)
+    unknown_ids = ratelimit.Bucket(
+        "nonce requests for unknown config ids", rate=5 * k, burst=20 * k
+    )
+    denials = ratelimit.Aggregator(
+        lambda **fields: cas.audit_event("denied", outcome="denied", **fields)
+    )
+
+    @app.exception_handler(ratelimit.Limited)
+    async def _limited(_req: Request, exc: ratelimit.Limited) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)}
+        return JSONResponse({"detail": {"reason": exc.reason}}, 429, headers=headers)
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.post("/v1/clients", response_model=RegisterResponse)
-    def register(body: RegisterRequest) -> RegisterResponse:
+    def register(body: RegisterRequest, request: Request) -> RegisterResponse:
         """Sign a client's CSR. Registration grants nothing: access comes from sessions."""
+        registrations.take(_source(request))
         try:
             cert, identity = pki.issue_client_cert(
                 body.csr.encode(), cas.keys.client_ca_key, cas.keys.client_ca_pem
@@ -204,10 +251,18 @@ def create_app(cas: Cas) -> FastAPI:
     # A nonce for a config id seen within the last seconds needs neither the database nor a
     # thread: answered on the event loop (half of all attestation requests).
     @app.post("/v1/attestation/nonce", response_model=NonceResponse)
-    async def nonce(body: NonceRequest) -> JSONResponse:
+    async def nonce(body: NonceRequest, request: Request) -> JSONResponse:
         if attest.known_config_id(cas, body.config_id):
             return JSONResponse(attest.new_nonce(cas, body.config_id))
-        return JSONResponse(await run_in_threadpool(attest.issue_nonce, cas, body.config_id))
+        try:
+            out = await run_in_threadpool(attest.issue_nonce, cas, body.config_id, False)
+        except Refusal as r:
+            source = _source(request)
+            fields: dict[str, Any] = {"config_id": body.config_id, "reason": r.reason}
+            await run_in_threadpool(lambda: denials.note(source, "nonce", op="nonce", **fields))
+            unknown_ids.take(source)
+            raise
+        return JSONResponse(out)
 
     # On the event loop: the write happens in the group committer's thread (attest.py), so
     # the request waits for its commit without occupying a pool thread.
@@ -224,8 +279,15 @@ def app_from_env() -> FastAPI:
     files = CasFiles(Path(os.environ["VEIL_CAS_DIR"]))
     url = os.environ.get("VEIL_CAS_DB") or files.default_db_url
     engine = make_engine(url)
-    cas = Cas(engine, load_keyring(files), make_reader(url, engine), write_gate(url))
-    app = create_app(cas)
+    keys = load_keyring(files)
+    cas = Cas(
+        engine,
+        keys,
+        make_reader(url, engine),
+        write_gate(url),
+        counter=Counter(counter_store(files, keys)),
+    )
+    app = create_app(cas, float(os.environ.get("VEIL_CAS_RATE_SCALE") or 1))
     # The collector's full passes over every object loaded at start (FastAPI, pydantic,
     # SQLAlchemy) were most of the latency tail: freeze those and collect young objects
     # less often (p99 at 32 connections 28 -> 14 ms in bench/bench_cas.py).

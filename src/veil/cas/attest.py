@@ -21,10 +21,12 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete
 from starlette.concurrency import run_in_threadpool
 
-from veil.cas import audit, fastsql
-from veil.cas.core import Cas, Head, Refusal
+from veil.cas import audit, fastsql, limits
+from veil.cas.core import Cas, Head, Refusal, Tampered
 from veil.cas.groupcommit import Job
+from veil.cas.integrity import Snapshot
 from veil.cas.secrets import Material
+from veil.cas.sessions import import_source
 from veil.cas.store import used_nonces
 from veil.cas.substitute import UnknownReference, substitute
 from veil.cas.verifiers import Claims, Evidence, Refused, judge, verifier_for
@@ -87,15 +89,18 @@ def new_nonce(cas: Cas, config_id: str) -> dict[str, Any]:
     return {"nonce": nonce, "expires_in": NONCE_TTL}
 
 
-def issue_nonce(cas: Cas, config_id: str) -> dict[str, Any]:
+def issue_nonce(cas: Cas, config_id: str, audit_refusal: bool = True) -> dict[str, Any]:
+    """A nonce for a config id that names a service. A refusal is audited here unless the
+    caller aggregates such entries itself (`audit_refusal=False`, see `veil.cas.ratelimit`)."""
     if known_config_id(cas, config_id):
         return new_nonce(cas, config_id)
     try:
         _service_session(cas, config_id)
     except Refusal as r:
-        cas.audit_event(
-            "denied", op="nonce", outcome="denied", config_id=config_id, reason=r.reason
-        )
+        if audit_refusal:
+            cas.audit_event(
+                "denied", op="nonce", outcome="denied", config_id=config_id, reason=r.reason
+            )
         raise
     if len(cas.known) > 100_000:
         cas.known.clear()
@@ -104,12 +109,18 @@ def issue_nonce(cas: Cas, config_id: str) -> dict[str, Any]:
 
 
 def _check_nonce(cas: Cas, config_id: str, nonce: str) -> int:
+    """The nonce's expiry, if CAS issued it for this config id and it has not expired. Only
+    the canonical spelling is accepted (the one CAS issued): base64 leaves the last
+    character's low bits unused, and every other spelling of the same bytes is refused, so a
+    used nonce cannot come back in another spelling."""
     try:
         raw = base64.b64decode(nonce, validate=True)
     except ValueError:  # binascii.Error, or text that is not ASCII
         raise Refusal(400, "the nonce is not base64") from None
     if len(raw) != 32:
         raise Refusal(400, "the nonce is not one this CAS issued")
+    if base64.b64encode(raw).decode() != nonce:
+        raise Refusal(400, "the nonce is not in canonical base64 (as CAS issued it)")
     body, mac = raw[:16], raw[16:]
     if not hmac.compare_digest(mac, _nonce_mac(cas, config_id, body)):
         raise Refusal(403, "the nonce was not issued by this CAS for this config id")
@@ -119,49 +130,60 @@ def _check_nonce(cas: Cas, config_id: str, nonce: str) -> int:
     return int(expires)
 
 
-def _materials(cas: Cas, head: Head, doc: SessionDoc) -> dict[str, Material]:
-    """Own secrets plus imported ones (the exporter must still export to us)."""
+def _materials(cas: Cas, snap: Snapshot, head: Head, doc: SessionDoc) -> dict[str, Material]:
+    """Own secrets plus imported ones: the exporter must still export each to this session,
+    bound to the identity that owns this namespace."""
     namespace = head.namespace
     out = cas.materials(namespace, doc.name, at=head.hash)
+    owner = snap.owners.get(namespace)
     for s in doc.secrets:
         if s.import_ is None:
             continue
-        src_ns, _, src_name = s.import_.session.rpartition("/")
-        src_ns = src_ns or namespace
-        src_head = cas.head(src_ns, src_name)
-        src = cas.document(src_head) if src_head else None
-        d = src.secret(s.import_.secret or s.name) if src else None
-        if d is None or not any(
-            t.session == doc.name and (t.namespace or src_ns) == namespace for t in d.export
-        ):
+        src_ns, src_name, secret = import_source(s, namespace)
+        bound = snap.exports.get((src_ns, src_name, secret, namespace, doc.name))
+        if bound is None or bound[0] != owner:
             raise Refusal(403, f"secret {s.name!r} is no longer exported to this session")
-        m = cas.materials(src_ns, src_name).get(d.name)
+        m = cas.materials(src_ns, src_name).get(secret)
         if m is None:
             raise Refusal(403, f"secret {s.name!r} has no value in {src_ns}/{src_name}")
         out[s.name] = m
     return out
 
 
-def _configuration(cas: Cas, head: Head, doc: SessionDoc, service: str) -> dict[str, Any]:
+def _configuration(
+    cas: Cas, snap: Snapshot, head: Head, doc: SessionDoc, service: str
+) -> dict[str, Any]:
     """The service's configuration, secrets substituted. A version's own secrets never change,
     so without imports (whose export is re-checked every time) it is cached per version."""
     if any(s.import_ is not None for s in doc.secrets):
-        return _build_configuration(cas, head, doc, service)
+        return _build_configuration(cas, snap, head, doc, service)
     key = (head.hash, head.namespace, head.name, service)
-    config = cas.configs.get(key)
+    config: dict[str, Any] | None = cas.configs.get(key)
     if config is None:
-        config = _build_configuration(cas, head, doc, service)
-        with cas.lock:
-            if len(cas.configs) > 10_000:
-                cas.configs.clear()
-            cas.configs[key] = config
+        config = _build_configuration(cas, snap, head, doc, service)
+        cas.configs.put(key, config, _weight(config))
     return config
 
 
-def _build_configuration(cas: Cas, head: Head, doc: SessionDoc, service: str) -> dict[str, Any]:
+def _weight(config: dict[str, Any]) -> int:
+    """About the bytes a configuration holds in memory."""
+    n = sum(len(k) + len(v) for k, v in config["env"].items()) + sum(map(len, config["argv"]))
+    return 512 + n + sum(len(f["path"]) + len(f["content"]) for f in config["files"])
+
+
+def _build_configuration(
+    cas: Cas, snap: Snapshot, head: Head, doc: SessionDoc, service: str
+) -> dict[str, Any]:
     svc = doc.service(service)
     assert svc is not None
-    mats = _materials(cas, head, doc)
+    mats = _materials(cas, snap, head, doc)
+    size = limits.answer_size(doc, service, mats)
+    if size > limits.ANSWER_MAX:  # a session written before the limit, or grown by imports
+        raise Refusal(
+            409,
+            f"the session cannot be provisioned: the configuration would be about {size} bytes, "
+            f"over the limit of {limits.ANSWER_MAX} bytes",
+        )
     try:
         env = {k: substitute(v, mats) for k, v in sorted(svc.environment.items())}
         command = svc.command if isinstance(svc.command, list) else shlex.split(svc.command)
@@ -178,21 +200,23 @@ def _build_configuration(cas: Cas, head: Head, doc: SessionDoc, service: str) ->
     return {"env": env, "argv": argv, "pwd": svc.pwd, "files": files}
 
 
-def _checked(cas: Cas, evidence: Evidence) -> tuple[int, Claims]:
+def _checked(cas: Cas, evidence: Evidence) -> tuple[int, Claims | Refusal]:
     """The nonce and the evidence: no database, no lock (hardware evidence costs milliseconds
-    of signature checks). Returns the nonce's expiry and the verified claims."""
+    of signature checks). Returns the nonce's expiry and the verified claims, or the
+    verifier's refusal: a refused attempt still uses up its (valid) nonce. A nonce that is
+    not valid raises."""
     _split_config_id(evidence.config_id)
     expires = _check_nonce(cas, evidence.config_id, evidence.nonce)
     try:
         return expires, verifier_for(evidence.platform, cas.verifiers).verify(evidence)
     except Refused as err:
-        raise Refusal(403, str(err)) from None
+        return expires, Refusal(403, str(err))
 
 
 def _deny(conn: Connection, cas: Cas, evidence: Evidence, refusal: Refusal) -> Refusal:
     audit.append(
         conn,
-        cas.keys.audit,
+        cas.integrity,
         "denied",
         op="provision",
         outcome="denied",
@@ -204,14 +228,25 @@ def _deny(conn: Connection, cas: Cas, evidence: Evidence, refusal: Refusal) -> R
     return refusal
 
 
-def _write_job(cas: Cas, evidence: Evidence, expires: int, claims: Claims) -> Job:
-    """The transactional part, run by the group committer: read the session's current version
-    (inside the transaction, so an acknowledged update applies to every later provisioning),
-    judge the claims against it, use up the nonce, append the audit entry. A refusal writes
-    nothing but its audit entry and is returned, not raised (the batch goes on)."""
+def _use_nonce(conn: Connection, evidence: Evidence, expires: int) -> None:
+    used = fastsql.execute(conn, _USE_NONCE_SQL, {"nonce": evidence.nonce, "expires": expires})
+    if used.rowcount != 1:
+        raise Refusal(403, "the nonce was already used (replayed evidence)")
+
+
+def _write_job(cas: Cas, evidence: Evidence, expires: int, claims: Claims | Refusal) -> Job:
+    """The transactional part, run by the group committer: use up the nonce (first: a refused
+    attempt uses it up too), read the session's current version (inside the transaction, so
+    an acknowledged update applies to every later provisioning), judge the claims against it,
+    append the audit entry. A refusal writes nothing but the used nonce and its audit entry,
+    and is returned, not raised (the batch goes on); so is a secret of this session that fails
+    its integrity check, which concerns this request only."""
 
     def job(conn: Connection) -> dict[str, Any] | Refusal:
         try:
+            _use_nonce(conn, evidence, expires)
+            if isinstance(claims, Refusal):
+                raise claims
             head, doc, service = _service_session(cas, evidence.config_id, conn)
             svc = doc.service(service)
             assert svc is not None
@@ -219,17 +254,14 @@ def _write_job(cas: Cas, evidence: Evidence, expires: int, claims: Claims) -> Jo
                 measurement = judge(claims, doc.security.attestation, svc)
             except Refused as err:
                 raise Refusal(403, str(err)) from None
-            config = _configuration(cas, head, doc, service)
-            used = fastsql.execute(
-                conn, _USE_NONCE_SQL, {"nonce": evidence.nonce[:44], "expires": expires}
-            )
-            if used.rowcount != 1:
-                raise Refusal(403, "the nonce was already used (replayed evidence)")
+            config = _configuration(cas, cas.snapshot(conn), head, doc, service)
         except Refusal as r:
             return _deny(conn, cas, evidence, r)
+        except Tampered as err:
+            return _deny(conn, cas, evidence, Refusal(500, err.reason))
         audit.append(
             conn,
-            cas.keys.audit,
+            cas.integrity,
             "provision",
             outcome="ok",
             measurement=measurement,

@@ -3,8 +3,10 @@
 Each entry's MAC is HMAC-SHA256 (under a key derived from the master key) over the previous MAC
 and the entry's canonical JSON, so changing, inserting or removing an entry breaks the chain, and
 rewriting the chain needs the master key, which the database never holds. `audit_head` records
-the last sequence number and MAC, so removing entries from the end is detected too. Entries never
-hold a secret value: only names, identities, hashes, outcomes and reasons.
+the last sequence number and MAC under a MAC of its own, and its sequence number is checked
+against the high-water mark kept outside the database (`veil.cas.integrity`), so cutting entries
+from the end, or emptying the log, is detected too. Entries never hold a secret value: only
+names, identities, hashes, outcomes and reasons.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from veil.cas import fastsql
-from veil.cas.store import GENESIS, audit, audit_head
+from veil.cas.integrity import Integrity, State, Tampered, check_rows, read_state
+from veil.cas.store import GENESIS, audit
 
 __all__ = ["AuditReport", "append", "lock_head", "verify"]
 
@@ -28,30 +31,49 @@ def _mac(key: bytes, prev: str, entry: str) -> str:
     return hmac.new(key, f"{prev}\n{entry}".encode(), hashlib.sha256).hexdigest()
 
 
-_HEAD_SQL = "SELECT seq, mac FROM audit_head WHERE id = 1"
 _INSERT_SQL = "INSERT INTO audit (seq, entry, prev, mac) VALUES (:seq, :entry, :prev, :mac)"
-_MOVE_SQL = "UPDATE audit_head SET seq = :seq, mac = :mac WHERE id = 1"
+_MOVE_SQL = (
+    "UPDATE audit_head SET seq = :seq, mac = :mac, digest = :digest, row_mac = :row_mac "
+    "WHERE id = 1"
+)
+# in the connection's info: (last sequence number written, whether sessions changed), read by
+# whoever commits the transaction (`committed`)
+PENDING = "veil_audit_pending"
 
 
 def lock_head(conn: Connection) -> None:
     """Take the audit head's row lock now (PostgreSQL; SQLite's write lock is already held),
     before the transaction writes anything else."""
-    fastsql.execute(conn, _HEAD_SQL + fastsql.for_update(conn)).fetchone()
+    read_state(conn, lock=True)
 
 
-def append(conn: Connection, key: bytes, event: str, **fields: Any) -> int:
-    """Append one entry inside the caller's transaction; returns its sequence number.
+def append(conn: Connection, integ: Integrity, event: str, delta: int = 0, **fields: Any) -> int:
+    """Append one entry inside the caller's transaction; returns its sequence number. `delta`
+    is what the transaction's row writes do to the state digest (`Integrity.delta`).
 
     The head row is read with a row lock (PostgreSQL) or under SQLite's write lock, so
-    concurrent appends from any replica form one chain."""
-    prev_seq, prev_mac = fastsql.execute(conn, _HEAD_SQL + fastsql.for_update(conn)).fetchone()
-    seq = int(prev_seq) + 1
+    concurrent appends from any replica form one chain; it must carry its MAC and must not be
+    older than what this CAS has seen (else `Tampered`)."""
+    floor = integ.counter.floor()
+    state = read_state(conn, lock=True)
+    integ.check_state(state, floor)
+    seq = state.seq + 1
     data = {"event": event, "seq": seq, "time": dt.datetime.now(dt.UTC).isoformat(), **fields}
     entry = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    mac = _mac(key, prev_mac, entry)
-    fastsql.execute(conn, _INSERT_SQL, {"seq": seq, "entry": entry, "prev": prev_mac, "mac": mac})
-    fastsql.execute(conn, _MOVE_SQL, {"seq": seq, "mac": mac})
+    mac = _mac(integ.audit_key, state.last, entry)
+    digest = integ.fold(state.digest, delta) if delta else state.digest
+    fastsql.execute(conn, _INSERT_SQL, {"seq": seq, "entry": entry, "prev": state.last, "mac": mac})
+    row_mac = integ.state_mac(seq, mac, digest)
+    fastsql.execute(conn, _MOVE_SQL, {"seq": seq, "mac": mac, "digest": digest, "row_mac": row_mac})
+    _, changed = conn.info.get(PENDING, (0, False))
+    conn.info[PENDING] = (seq, changed or bool(delta))
     return seq
+
+
+def pending(conn: Connection) -> tuple[int, bool] | None:
+    """Take what this transaction appended (call just before it commits)."""
+    out: tuple[int, bool] | None = conn.info.pop(PENDING, None)
+    return out
 
 
 @dataclass
@@ -64,14 +86,26 @@ class AuditReport:
         return not self.problems
 
 
-def verify(engine: Engine, key: bytes) -> AuditReport:
-    """Walk the chain from the start; list every break."""
+def verify(engine: Engine, integ: Integrity) -> AuditReport:
+    """Walk the chain from the start; list every break, and check the head row (its MAC, and
+    its sequence number against the high-water mark kept outside the database) and every
+    authenticated row of the database (`veil.cas.integrity.check_rows`)."""
     problems: list[str] = []
     prev = GENESIS
     expected_seq = 1
     n = 0
+    key = integ.audit_key
     with engine.connect() as conn:
-        head = conn.execute(select(audit_head.c.seq, audit_head.c.mac)).one()
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        conn.begin()  # one consistent view, while CAS may be writing
+        floor = integ.counter.floor()
+        head: State = read_state(conn)
+        try:
+            integ.check_state(head, floor)
+        except Tampered as err:
+            problems.append(err.reason)
+        problems.extend(check_rows(conn, integ))
         rows = conn.execution_options(yield_per=1000).execute(
             select(audit.c.seq, audit.c.entry, audit.c.prev, audit.c.mac).order_by(audit.c.seq)
         )
@@ -90,7 +124,7 @@ def verify(engine: Engine, key: bytes) -> AuditReport:
                 problems.append(f"entry {row.seq}: not valid JSON")
             prev = row.mac
             expected_seq = row.seq + 1
-    if head.seq != expected_seq - 1 or head.mac != prev:
+    if head.seq != expected_seq - 1 or head.last != prev:
         problems.append(
             f"the log ends at entry {expected_seq - 1} but CAS wrote {head.seq} entries "
             "(entries at the end were removed or the head was changed)"

@@ -3,41 +3,86 @@
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import Connection, Engine
 
 from veil.cas import audit, fastsql
 from veil.cas.groupcommit import GroupCommit
+from veil.cas.integrity import (
+    Counter,
+    Head,
+    Integrity,
+    Snapshot,
+    Tampered,
+    from_keys,
+    load_snapshot,
+    read_state,
+)
 from veil.cas.secrets import Material, open_sealed
 from veil.cas.state import Keyring
-from veil.cas.store import secrets_t, session_heads, session_versions
 from veil.cas.verifiers import Verifier
 from veil.session.model import CREATOR, SessionDoc
 
-__all__ = ["Cas", "Head", "Refusal", "allowed", "now_iso"]
+__all__ = ["Cas", "Head", "Refusal", "Tampered", "allowed", "now_iso"]
 
 ANY = "ANY"
 
-# built once: constructing a statement costs more than running it from the compiled cache
-_HEAD = select(session_heads).where(
-    session_heads.c.namespace == bindparam("ns"), session_heads.c.name == bindparam("name")
+_DOC_SQL = (
+    "SELECT namespace, name, version, hash, predecessor, document, author, mac "
+    "FROM session_versions WHERE namespace = :ns AND name = :name AND version = :v"
 )
-_HEAD_HASH = select(session_heads.c.hash).where(
-    session_heads.c.namespace == bindparam("ns"), session_heads.c.name == bindparam("name")
+_SECRETS_SQL = (
+    "SELECT name, kind, fingerprint, sealed, mac FROM secrets "
+    "WHERE namespace = :ns AND session = :name"
 )
-_HEAD_SQL = (
-    "SELECT version, hash, creator FROM session_heads WHERE namespace = :ns AND name = :name"
-)
-_DOC = select(session_versions.c.document).where(session_versions.c.hash == bindparam("h")).limit(1)
-_SECRETS = select(secrets_t.c.name, secrets_t.c.fingerprint, secrets_t.c.sealed).where(
-    secrets_t.c.namespace == bindparam("ns"), secrets_t.c.session == bindparam("name")
-)
+
+
+CONFIG_CACHE_BYTES = 64 << 20
+
+
+class ByteCache:
+    """A least-recently-used cache bounded by the bytes of what it holds (as the caller
+    counts them), not by the number of entries: one large configuration must not fill memory
+    a thousand times over."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None:
+                return None
+            self._items.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: Any, value: Any, size: int) -> None:
+        if size > self.limit // 4:
+            return  # not worth evicting everything else for
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.size -= old[1]
+            self._items[key] = (value, size)
+            self.size += size
+            while self.size > self.limit:
+                _, (_, n) = self._items.popitem(last=False)
+                self.size -= n
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class Refusal(Exception):
@@ -62,15 +107,6 @@ def allowed(policy: list[str], identity: str | None, creator: str) -> bool:
     return identity in policy or (CREATOR in policy and identity == creator)
 
 
-@dataclass(frozen=True)
-class Head:
-    namespace: str
-    name: str
-    version: int
-    hash: str
-    creator: str
-
-
 @dataclass
 class Cas:
     engine: Engine  # writes (on SQLite: BEGIN IMMEDIATE)
@@ -89,13 +125,22 @@ class Cas:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     known: dict[str, float] = field(default_factory=dict)  # config id -> when seen (attest.py)
     # (version hash, namespace, session, service) -> configuration with secrets (attest.py)
-    configs: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    configs: ByteCache = field(default_factory=lambda: ByteCache(CONFIG_CACHE_BYTES))
 
+    counter: Counter | None = None  # the rollback high-water mark; None: in memory only
     _committer: GroupCommit | None = None
+    _integrity: Integrity | None = None
+    _snapshot: Snapshot | None = None
 
     @property
     def lock(self) -> threading.Lock:
         return self._lock
+
+    @property
+    def integrity(self) -> Integrity:
+        if self._integrity is None:
+            self._integrity = from_keys(self.keys, self.counter)
+        return self._integrity
 
     @property
     def committer(self) -> GroupCommit:
@@ -103,50 +148,90 @@ class Cas:
         if self._committer is None:
             with self._lock:
                 if self._committer is None:
-                    self._committer = GroupCommit(
-                        self.engine.begin, self.gate, first=audit.lock_head
-                    )
+                    self._committer = GroupCommit(self._begin, self.gate, first=audit.lock_head)
         return self._committer
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A transaction; once it has committed, the audit sequence it reached raises the
+        rollback high-water mark."""
+        with self.engine.begin() as conn:
+            yield conn
+            done = audit.pending(conn)
+        if done is not None:
+            self.integrity.counter.committed(*done)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction."""
         if self.gate is None:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 yield conn
             return
-        with self.gate(), self.engine.begin() as conn:
+        with self.gate(), self._begin() as conn:
             yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A read transaction that sees one consistent state."""
+        with self.r.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
     def audit_event(self, event: str, **fields: Any) -> None:
         """Record an event in a transaction of its own (refusals, reads)."""
         with self.write() as conn:
-            audit.append(conn, self.keys.audit, event, **fields)
+            audit.append(conn, self.integrity, event, **fields)
 
     @property
     def r(self) -> Engine:
         return self.reader or self.engine
 
+    def snapshot(self, conn: Connection | None = None) -> Snapshot:
+        """The verified rows of the current state; with `conn`, as that (write) transaction
+        sees it. Raises `Tampered` when a row or the state row fails its check."""
+        if conn is None:
+            with self._read() as rconn:
+                return self._snapshot_in(rconn, committed=True)
+        return self._snapshot_in(conn, committed=False)
+
+    def _snapshot_in(self, conn: Connection, committed: bool) -> Snapshot:
+        integ = self.integrity
+        floor = integ.counter.floor()
+        # a write transaction locks the state row first (PostgreSQL): no other writer commits
+        # between it and the rows read below
+        state = read_state(conn, lock=not committed)
+        integ.check_state(state, floor)
+        if committed:
+            integ.counter.saw(state.seq)
+        snap = self._snapshot
+        if snap is not None and snap.digest == state.digest:
+            return snap
+        snap = load_snapshot(conn, integ, state)
+        self._snapshot = snap
+        return snap
+
     def head(self, namespace: str, name: str, conn: Connection | None = None) -> Head | None:
         """The current version; with `conn`, as that (write) transaction sees it."""
-        if conn is not None:
-            row = fastsql.execute(conn, _HEAD_SQL, {"ns": namespace, "name": name}).fetchone()
-            if row is None:
-                return None
-            return Head(namespace, name, int(row[0]), row[1], row[2])
-        else:
-            with self.r.connect() as rconn:
-                row = rconn.execute(_HEAD, {"ns": namespace, "name": name}).first()
-        if row is None:
-            return None
-        return Head(row.namespace, row.name, row.version, row.hash, row.creator)
+        return self.snapshot(conn).heads.get((namespace, name))
 
     def document(self, head: Head) -> SessionDoc:
         doc = self._docs.get(head.hash)
         if doc is not None:
             return doc
         with self.r.connect() as conn:
-            text = conn.execute(_DOC, {"h": head.hash}).scalar_one()
+            row = fastsql.execute(
+                conn, _DOC_SQL, {"ns": head.namespace, "name": head.name, "v": head.version}
+            ).fetchone()
+        where = f"version {head.version} of session {head.namespace}/{head.name}"
+        if row is None:
+            raise Tampered(f"{where} is missing from session_versions")
+        ns, name, version, h, predecessor, text, author, mac = row
+        expected = self.integrity.version_mac(ns, name, version, h, predecessor, text, author)
+        if not hmac.compare_digest(mac, expected) or h != head.hash:
+            raise Tampered(f"the stored document of {where} was changed outside CAS")
         doc = SessionDoc.model_validate(json.loads(text))
         with self._lock:
             if len(self._docs) > 10_000:
@@ -156,29 +241,46 @@ class Cas:
 
     def materials(self, namespace: str, session: str, at: str | None = None) -> dict[str, Material]:
         """Every stored secret of one session, opened. With `at` (the version's hash the caller
-        read), the result is cached for that version: secrets change only with the version."""
+        read), the result is cached for that version: secrets change only with the version.
+        A row that fails its MAC, is not the one the state names, or does not open: `Tampered`."""
         if at is not None:
             hit = self._by_version.get(at + namespace + "/" + session)
             if hit is not None:
                 return dict(hit)
-        with self.r.connect() as conn:
-            rows = conn.execute(_SECRETS, {"ns": namespace, "name": session}).all()
-            # read after the secrets: if the head is still `at`, they belong to that version
-            current = conn.execute(
-                _HEAD_HASH, {"ns": namespace, "name": session}
-            ).scalar_one_or_none()
+        with self._read() as conn:
+            snap = self._snapshot_in(conn, committed=True)
+            rows = fastsql.execute(
+                conn, _SECRETS_SQL, {"ns": namespace, "name": session}
+            ).fetchall()
+        head = snap.heads.get((namespace, session))
+        current = head.hash if head is not None else None
+        integ = self.integrity
         out: dict[str, Material] = {}
-        for row in rows:
-            place = f"{namespace}/{session}/{row.name}"
-            key = (place, row.fingerprint)
+        expected = {k[2]: m for k, m in snap.secrets.items() if k[:2] == (namespace, session)}
+        for name, kind, fp, sealed, mac in rows:
+            place = f"{namespace}/{session}/{name}"
+            sealed = bytes(sealed)
+            if expected.pop(name, None) != mac or not hmac.compare_digest(
+                mac, integ.secret_mac(namespace, session, name, kind, fp, sealed)
+            ):
+                raise Tampered(f"the sealed secret {place} was changed outside CAS")
+            key = (place, mac)
             m = self._materials.get(key)
             if m is None:
-                m = open_sealed(self.keys.seal, place, row.sealed)
+                try:
+                    m = open_sealed(self.keys.seal, place, sealed)
+                except (InvalidTag, ValueError):
+                    raise Tampered(f"the sealed secret {place} does not open") from None
                 with self._lock:
                     if len(self._materials) > 100_000:
                         self._materials.clear()
                     self._materials[key] = m
-            out[row.name] = m
+            out[name] = m
+        if expected:
+            raise Tampered(
+                f"sealed secrets of {namespace}/{session} are missing: "
+                + ", ".join(sorted(expected))
+            )
         if at is not None and current == at:
             with self._lock:
                 if len(self._by_version) > 10_000:

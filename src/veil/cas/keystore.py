@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ __all__ = [
     "PIN_FILE_ENV",
     "Pkcs11Config",
     "Pkcs11Store",
+    "TokenCounter",
     "load_config",
     "read_pin",
     "save_config",
@@ -148,14 +148,15 @@ class Pkcs11Store:
             raise OperationalError(f"no PKCS#11 {where}") from None
         except PKCS11Error as err:
             raise OperationalError(f"cannot find {where}: {type(err).__name__}") from None
+        # read-write: the rollback counter is a token object
         try:
-            self._session = token.open(user_pin=pin, rw=create)
+            self._session = token.open(user_pin=pin, rw=True)
         except PinIncorrect:
             raise OperationalError(f"wrong PIN for {where}") from None
         except UserAlreadyLoggedIn:
             # a login belongs to the process, not the session (`veil cas serve` checks the
             # PIN before uvicorn builds the app in the same process): join it
-            self._session = token.open(rw=create)
+            self._session = token.open(rw=True)
         except PKCS11Error as err:
             # the exception text could only come from the module, but say nothing PIN-shaped
             raise OperationalError(f"cannot log in to {where}: {type(err).__name__}") from None
@@ -227,9 +228,72 @@ class Pkcs11Store:
         with self._lock:
             return bytes(self._session.generate_random(n * 8))
 
+    def read_data(self, label: str) -> list[bytes]:
+        """The values of the private data objects labelled `label`."""
+        from pkcs11 import Attribute, ObjectClass
+
+        with self._lock:
+            found = self._session.get_objects(
+                {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label}
+            )
+            return [bytes(obj[Attribute.VALUE]) for obj in found]
+
+    def replace_data(self, label: str, value: bytes) -> None:
+        """Make a private token data object `label` holding `value`, then destroy the older
+        ones (tokens such as SoftHSM do not let a data object's value change; a crash in
+        between leaves both, and readers take the largest)."""
+        from pkcs11 import Attribute, ObjectClass
+
+        with self._lock:
+            old = list(
+                self._session.get_objects(
+                    {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label}
+                )
+            )
+            self._session.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.DATA,
+                    Attribute.LABEL: label,
+                    Attribute.APPLICATION: "veil-cas",
+                    Attribute.TOKEN: True,  # outlives the session
+                    Attribute.PRIVATE: True,  # needs the PIN to read or change
+                    Attribute.VALUE: value,
+                }
+            )
+            for obj in old:
+                obj.destroy()
+
     def close(self) -> None:
         with self._lock:
             self._session.close()
+
+
+class TokenCounter:
+    """The rollback high-water mark (`veil.cas.integrity.Counter`) as a private data object
+    in the token that holds the master key: out of reach of whoever holds the state dir and
+    the database but not the PIN. Workers raise it under `flock` on a file beside it."""
+
+    def __init__(self, store: Pkcs11Store, label: str, lock_path: Path) -> None:
+        self.store = store
+        self.label = label
+        self._lock_path = lock_path
+
+    def load(self) -> int:
+        return max((int.from_bytes(v, "big") for v in self.store.read_data(self.label)), default=0)
+
+    def raise_to(self, value: int) -> int:
+        import fcntl
+
+        fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            stored = self.load()
+            if value > stored:
+                self.store.replace_data(self.label, value.to_bytes(8, "big"))
+                stored = value
+            return stored
+        finally:
+            os.close(fd)
 
 
 def init_pkcs11(root: Path, config: Pkcs11Config, pin: str, size: int) -> None:
@@ -243,8 +307,9 @@ def init_pkcs11(root: Path, config: Pkcs11Config, pin: str, size: int) -> None:
     save_config(root, config)
 
 
-def open_master(root: Path, pin_file: Path | None = None) -> tuple[bytes, Callable[[int], bytes]]:
-    """(master secret, token RNG) of a PKCS#11 state; the session stays open for the RNG."""
+def open_master(root: Path, pin_file: Path | None = None) -> tuple[bytes, Pkcs11Store]:
+    """(master secret, the open token) of a PKCS#11 state; the session stays open for the RNG
+    and the rollback counter."""
     config = load_config(root)
     if config is None:
         raise OperationalError(f"{root} does not use a PKCS#11 token")
@@ -256,4 +321,4 @@ def open_master(root: Path, pin_file: Path | None = None) -> tuple[bytes, Callab
         raise UserError(
             f"{root / SEALED_NAME} is missing", hint="run `veil cas init --pkcs11-...` first"
         ) from None
-    return store.unseal(blob), store.random
+    return store.unseal(blob), store

@@ -8,6 +8,7 @@ take a while) and kept when their definition's fingerprint is unchanged.
 
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -16,18 +17,22 @@ from sqlalchemy import Connection, and_, delete, insert, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 
-from veil.cas import audit
-from veil.cas.core import Cas, Head, Refusal, allowed, now_iso
+from veil.cas import audit, limits
+from veil.cas.core import Cas, Head, Refusal, Tampered, allowed, now_iso
+from veil.cas.integrity import Integrity, Snapshot
 from veil.cas.secrets import Material, external_problem, fingerprint, generate, seal
+from veil.cas.store import exports as exports_t
 from veil.cas.store import namespaces, secrets_t, session_heads, session_versions
 from veil.session.model import SecretDef, SessionDoc, session_hash
 
 __all__ = [
     "Prepared",
     "SessionInfo",
+    "check_imports",
     "create",
     "create_in",
     "history",
+    "import_source",
     "prepare_create",
     "prepare_update",
     "read",
@@ -68,6 +73,9 @@ def _plan_secrets(
     cas: Cas, namespace: str, doc: SessionDoc
 ) -> tuple[dict[str, tuple[str, str, bytes]], set[str]]:
     """(name → (kind, fingerprint, sealed)) for secrets to write, and names to delete."""
+    problems = limits.doc_problems(namespace, doc)
+    if problems:
+        raise Refusal(422, "; ".join(problems))
     for s in doc.secrets:
         if s.external:
             reason = external_problem(s)
@@ -103,39 +111,39 @@ def _plan_secrets(
         place = f"{namespace}/{doc.name}/{s.name}"
         writes[s.name] = (m.kind, fp, seal(cas.keys.seal, place, m))
     removed = set(stored) - set(fps)
+    problems = limits.answer_problems(doc, resolved)
+    if problems:
+        raise Refusal(422, "; ".join(problems))
     return writes, removed
 
 
 def check_imports(
-    conn: Connection,
-    cas: Cas,
+    snap: Snapshot,
     namespace: str,
     doc: SessionDoc,
+    owner: str,
     pending: dict[str, SessionDoc] | None = None,
 ) -> list[str]:
-    """Reasons why an import is not allowed (the exporting session must export to us).
-    `pending` (`namespace/name` -> document) holds sessions this transaction already wrote."""
+    """Reasons why an import is not allowed: the exporting session must export the secret to
+    this session, bound to `owner`, the identity that owns (or is creating) this namespace.
+    A session that does not exist and one that does not export get the same answer.
+    `pending` (`namespace/name` -> document) holds sessions this transaction already wrote:
+    the same identity writes both, and their exports are bound when written."""
     problems: list[str] = []
     for s in doc.secrets:
         if s.import_ is None:
             continue
-        src_ns, _, src_name = s.import_.session.rpartition("/")
-        src_ns = src_ns or namespace
-        secret_name = s.import_.secret or s.name
+        src_ns, src_name, secret_name = import_source(s, namespace)
         src = (pending or {}).get(f"{src_ns}/{src_name}")
         if src is not None:
             problems.extend(_export_problem(s.name, src, src_ns, secret_name, namespace, doc))
             continue
-        row = conn.execute(
-            select(session_heads.c.hash).where(
-                session_heads.c.namespace == src_ns, session_heads.c.name == src_name
+        bound = snap.exports.get((src_ns, src_name, secret_name, namespace, doc.name))
+        if bound is None or bound[0] != owner:
+            problems.append(
+                f"secret {s.name!r}: {src_ns}/{src_name} does not export {secret_name!r} "
+                f"to {namespace}/{doc.name}"
             )
-        ).first()
-        if row is None:
-            problems.append(f"secret {s.name!r}: session {src_ns}/{src_name} does not exist")
-            continue
-        src = cas.document(Head(src_ns, src_name, 0, row.hash, ""))
-        problems.extend(_export_problem(s.name, src, src_ns, secret_name, namespace, doc))
     return problems
 
 
@@ -154,14 +162,25 @@ def _export_problem(
     ]
 
 
+def import_source(s: SecretDef, namespace: str) -> tuple[str, str, str]:
+    """(namespace, session, secret) an import names."""
+    assert s.import_ is not None
+    src_ns, _, src_name = s.import_.session.rpartition("/")
+    return src_ns or namespace, src_name, s.import_.secret or s.name
+
+
 def _write(
     conn: Connection,
+    integ: Integrity,
+    snap: Snapshot,
     namespace: str,
     doc: SessionDoc,
     writes: dict[str, tuple[str, str, bytes]],
     removed: set[str],
-) -> None:
+) -> int:
+    """Replace the session's changed secrets; returns the change to the state digest."""
     names = set(writes) | removed
+    gone = [snap.secrets[k] for n in names if (k := (namespace, doc.name, n)) in snap.secrets]
     if names:
         conn.execute(
             delete(secrets_t).where(
@@ -171,23 +190,90 @@ def _write(
             )
         )
     created = now_iso()
+    rows: list[dict[str, Any]] = []
     for name, (kind, fp, sealed) in sorted(writes.items()):
+        mac = integ.secret_mac(namespace, doc.name, name, kind, fp, sealed)
+        rows.append(
+            {
+                "namespace": namespace,
+                "session": doc.name,
+                "name": name,
+                "kind": kind,
+                "fingerprint": fp,
+                "sealed": sealed,
+                "created": created,
+                "mac": mac,
+            }
+        )
+    if rows:  # one executemany: a statement per row took seconds for 10,000 secrets
+        conn.execute(insert(secrets_t), rows)
+    added = [str(r["mac"]) for r in rows]
+    return integ.delta(added, gone)
+
+
+def _write_exports(
+    conn: Connection,
+    integ: Integrity,
+    snap: Snapshot,
+    namespace: str,
+    doc: SessionDoc,
+    identity: str,
+) -> int:
+    """Record who may import this session's secrets. An export keeps the owner it was bound
+    to when first written: the importing namespace's owner, or — when nobody owns that
+    namespace yet — the identity writing the export, so a namespace created later by anyone
+    else cannot claim it. Returns the change to the state digest."""
+    wanted = {
+        (namespace, doc.name, s.name, t.namespace or namespace, t.session)
+        for s in doc.secrets
+        if s.import_ is None
+        for t in s.export
+    }
+    have = {k: v for k, v in snap.exports.items() if k[:2] == (namespace, doc.name)}
+    added: list[str] = []
+    gone: list[str] = []
+    for k in sorted(set(have) - wanted):
+        gone.append(have[k][1])
         conn.execute(
-            insert(secrets_t).values(
-                namespace=namespace,
-                session=doc.name,
-                name=name,
-                kind=kind,
-                fingerprint=fp,
-                sealed=sealed,
-                created=created,
+            delete(exports_t).where(*(c == v for c, v in zip(_EXPORT_KEY, k, strict=True)))
+        )
+    for k in sorted(wanted - set(have)):
+        owner = snap.owners.get(k[3], identity)
+        mac = integ.export_mac(k, owner)
+        added.append(mac)
+        conn.execute(
+            insert(exports_t).values(
+                namespace=k[0],
+                session=k[1],
+                secret=k[2],
+                target_namespace=k[3],
+                target_session=k[4],
+                owner=owner,
+                mac=mac,
             )
         )
+    return integ.delta(added, gone)
+
+
+_EXPORT_KEY = (
+    exports_t.c.namespace,
+    exports_t.c.session,
+    exports_t.c.secret,
+    exports_t.c.target_namespace,
+    exports_t.c.target_session,
+)
 
 
 def _store_version(
-    conn: Connection, namespace: str, doc: SessionDoc, version: int, h: str, author: str
+    conn: Connection,
+    integ: Integrity,
+    namespace: str,
+    doc: SessionDoc,
+    version: int,
+    h: str,
+    author: str,
 ) -> None:
+    document = json.dumps(doc.canonical(), sort_keys=True)
     conn.execute(
         insert(session_versions).values(
             namespace=namespace,
@@ -195,9 +281,12 @@ def _store_version(
             version=version,
             hash=h,
             predecessor=doc.predecessor,
-            document=json.dumps(doc.canonical(), sort_keys=True),
+            document=document,
             author=author,
             created=now_iso(),
+            mac=integ.version_mac(
+                namespace, doc.name, version, h, doc.predecessor, document, author
+            ),
         )
     )
 
@@ -239,37 +328,36 @@ def create_in(
     """Write a prepared create inside the caller's transaction; `pending` holds sessions the
     same transaction wrote before (an import may name them)."""
     namespace, doc, h = p.namespace, p.doc, p.hash
-    owner = conn.execute(
-        select(namespaces.c.owner).where(namespaces.c.name == namespace)
-    ).scalar_one_or_none()
+    integ = cas.integrity
+    snap = cas.snapshot(conn)
+    owner = snap.owners.get(namespace)
+    delta = 0
     if owner is None:
-        conn.execute(insert(namespaces).values(name=namespace, owner=identity, created=now_iso()))
+        row = integ.namespace_row(namespace, identity, now_iso())
+        conn.execute(insert(namespaces).values(**row))
+        delta ^= integ.delta([row["mac"]])
     elif owner != identity:
         raise Refusal(403, f"namespace {namespace!r} belongs to another client")
-    if conn.execute(
-        select(session_heads.c.hash).where(
-            session_heads.c.namespace == namespace, session_heads.c.name == doc.name
-        )
-    ).first():
+    if (namespace, doc.name) in snap.heads:
         raise Refusal(
             409,
             f"session {namespace}/{doc.name} exists; update it with "
             "its current hash as predecessor",
         )
-    problems = check_imports(conn, cas, namespace, doc, pending)
+    problems = check_imports(snap, namespace, doc, identity, pending)
     if problems:
         raise Refusal(422, "; ".join(problems))
-    conn.execute(
-        insert(session_heads).values(
-            namespace=namespace, name=doc.name, version=1, hash=h, creator=identity
-        )
-    )
-    _store_version(conn, namespace, doc, 1, h, identity)
-    _write(conn, namespace, doc, p.writes, set())
+    row = integ.head_row(namespace, doc.name, 1, h, identity)
+    conn.execute(insert(session_heads).values(**row))
+    delta ^= integ.delta([row["mac"]])
+    _store_version(conn, integ, namespace, doc, 1, h, identity)
+    delta ^= _write(conn, integ, snap, namespace, doc, p.writes, set())
+    delta ^= _write_exports(conn, integ, snap, namespace, doc, identity)
     audit.append(
         conn,
-        cas.keys.audit,
+        integ,
         "create",
+        delta=delta,
         outcome="ok",
         hash=h,
         version=1,
@@ -326,11 +414,20 @@ def update_in(
     pending: dict[str, SessionDoc] | None = None,
 ) -> SessionInfo:
     """Write a prepared update inside the caller's transaction (see `create_in`)."""
-    namespace, doc, h, head = p.namespace, p.doc, p.hash, p.head
-    assert head is not None
-    problems = check_imports(conn, cas, namespace, doc, pending)
+    namespace, doc, h = p.namespace, p.doc, p.hash
+    integ = cas.integrity
+    snap = cas.snapshot(conn)
+    lost = Refusal(
+        409, "another update of this version won; read the session again and retry with its hash"
+    )
+    now = snap.heads.get((namespace, doc.name))
+    if now is None or now.hash != doc.predecessor:
+        raise lost
+    owner = snap.owners.get(namespace, identity or "")
+    problems = check_imports(snap, namespace, doc, owner, pending)
     if problems:
         raise Refusal(422, "; ".join(problems))
+    row = integ.head_row(namespace, doc.name, now.version + 1, h, now.creator)
     won = conn.execute(
         sql_update(session_heads)
         .where(
@@ -340,28 +437,28 @@ def update_in(
                 session_heads.c.hash == doc.predecessor,
             )
         )
-        .values(version=head.version + 1, hash=h)
+        .values(version=row["version"], hash=h, mac=row["mac"])
     ).rowcount
     if won != 1:
-        raise Refusal(
-            409,
-            "another update of this version won; read the session again and retry with its hash",
-        )
-    _store_version(conn, namespace, doc, head.version + 1, h, identity or "")
-    _write(conn, namespace, doc, p.writes, p.removed)
+        raise lost
+    delta = integ.delta([row["mac"]], [snap.head_macs[(namespace, doc.name)]])
+    _store_version(conn, integ, namespace, doc, now.version + 1, h, identity or "")
+    delta ^= _write(conn, integ, snap, namespace, doc, p.writes, p.removed)
+    delta ^= _write_exports(conn, integ, snap, namespace, doc, identity or now.creator)
     audit.append(
         conn,
-        cas.keys.audit,
+        integ,
         "update",
+        delta=delta,
         outcome="ok",
         hash=h,
-        version=head.version + 1,
+        version=now.version + 1,
         secrets=sorted(p.writes),
         namespace=namespace,
         session=doc.name,
         actor=identity,
     )
-    return SessionInfo(namespace, doc.name, head.version + 1, h)
+    return SessionInfo(namespace, doc.name, now.version + 1, h)
 
 
 def update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> SessionInfo:
@@ -403,19 +500,24 @@ def read(cas: Cas, namespace: str, name: str, identity: str | None) -> dict[str,
 
 def history(cas: Cas, namespace: str, name: str, identity: str | None) -> list[dict[str, Any]]:
     _readable(cas, namespace, name, identity, "history")
+    v = session_versions.c
     with cas.r.connect() as conn:
         rows = conn.execute(
-            select(
-                session_versions.c.version,
-                session_versions.c.hash,
-                session_versions.c.predecessor,
-                session_versions.c.author,
-                session_versions.c.created,
-            )
-            .where(session_versions.c.namespace == namespace, session_versions.c.name == name)
-            .order_by(session_versions.c.version)
+            select(v.version, v.hash, v.predecessor, v.author, v.created, v.document, v.mac)
+            .where(v.namespace == namespace, v.name == name)
+            .order_by(v.version)
         ).all()
+    integ = cas.integrity
+    for r in rows:
+        mac = integ.version_mac(
+            namespace, name, r.version, r.hash, r.predecessor, r.document, r.author
+        )
+        if not hmac.compare_digest(mac, r.mac):
+            raise Tampered(
+                f"version {r.version} of session {namespace}/{name} was changed outside CAS"
+            )
     cas.audit_event(
         "read", outcome="ok", namespace=namespace, session=name, actor=identity, op="history"
     )
-    return [dict(r._mapping) for r in rows]
+    keep = ("version", "hash", "predecessor", "author", "created")
+    return [{k: getattr(r, k) for k in keep} for r in rows]

@@ -8,6 +8,7 @@ derived from it with HKDF, one label per purpose.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Callable
@@ -19,11 +20,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from veil.cas import keystore, pki
+from veil.cas.integrity import CounterStore, FileCounter
 from veil.errors import OperationalError, UserError
 from veil.fsutil import atomic_write_bytes
 from veil.paths import home_dir
 
-__all__ = ["CasFiles", "Keyring", "default_state_dir", "init_state", "load_keyring"]
+__all__ = [
+    "CasFiles",
+    "Keyring",
+    "counter_store",
+    "default_state_dir",
+    "init_state",
+    "load_keyring",
+]
 
 MASTER_KEY_BYTES = 32
 
@@ -61,6 +70,11 @@ class CasFiles:
     def sealed_master(self) -> Path:
         """The master secret sealed by a PKCS#11 token (instead of `master_key`)."""
         return self.root / keystore.SEALED_NAME
+
+    @property
+    def counter(self) -> Path:
+        """The high-water mark of the database's audit sequence (rollback detection)."""
+        return self.root / "state-counter"
 
     @property
     def keystore_config(self) -> Path:
@@ -154,10 +168,14 @@ class Keyring:
     nonce: bytes  # HMAC key that makes attestation nonces unforgeable
     audit: bytes  # HMAC key of the audit chain
     fingerprint: bytes  # HMAC key for fingerprints of secret definitions (explicit values)
+    rows: bytes  # HMAC key that authenticates every row CAS trusts (veil.cas.integrity)
+    members: bytes  # PRF key of the state digest over those rows (veil.cas.integrity)
     client_ca_key: ec.EllipticCurvePrivateKey
     client_ca_pem: bytes
     # the PKCS#11 token's RNG (for `external` secrets); None with the file key store
     random: Callable[[int], bytes] | None = field(default=None, compare=False)
+    # the token itself (it keeps the rollback counter); None with the file key store
+    token: keystore.Pkcs11Store | None = field(default=None, compare=False, repr=False)
 
 
 def _derive(master: bytes, label: str) -> bytes:
@@ -168,8 +186,10 @@ def load_keyring(files: CasFiles, pin_file: Path | None = None) -> Keyring:
     """The derived keys; with a PKCS#11 state the token unseals the master secret (its PIN from
     `pin_file`, else $VEIL_CAS_PKCS11_PIN, else the PIN file recorded at init)."""
     random: Callable[[int], bytes] | None = None
+    token: keystore.Pkcs11Store | None = None
     if files.uses_pkcs11():
-        master, random = keystore.open_master(files.root, pin_file)
+        master, token = keystore.open_master(files.root, pin_file)
+        random = token.random
         where = str(files.sealed_master)
     else:
         try:
@@ -186,7 +206,22 @@ def load_keyring(files: CasFiles, pin_file: Path | None = None) -> Keyring:
         nonce=_derive(master, "veil-cas nonce v1"),
         audit=_derive(master, "veil-cas audit v1"),
         fingerprint=_derive(master, "veil-cas fingerprint v1"),
+        rows=_derive(master, "veil-cas rows v1"),
+        members=_derive(master, "veil-cas members v1"),
         client_ca_key=_load_ec_key(files.client_ca_key),
         client_ca_pem=files.client_ca.read_bytes(),
         random=random,
+        token=token,
     )
+
+
+def counter_store(files: CasFiles, keys: Keyring) -> CounterStore:
+    """Where the rollback high-water mark lives: in the PKCS#11 token when the master key is
+    there, else in `state-counter` beside the master key."""
+    if keys.token is not None:
+        # one counter per master secret: CAS installations that share a token (each has its
+        # own master secret sealed under the same token key) do not share their counters
+        tag = hashlib.sha256(b"veil-cas counter\0" + keys.rows).hexdigest()[:16]
+        label = f"{keys.token.config.key_label}-counter-{tag}"
+        return keystore.TokenCounter(keys.token, label, files.root / "state-counter.lock")
+    return FileCounter(files.counter)

@@ -31,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
 )
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -43,6 +44,7 @@ __all__ = [
     "audit",
     "audit_head",
     "clients",
+    "exports",
     "make_engine",
     "make_reader",
     "metadata",
@@ -62,6 +64,7 @@ namespaces = Table(
     Column("name", String(200), primary_key=True),
     Column("owner", String(64), nullable=False),
     Column("created", String(40), nullable=False),
+    Column("mac", String(64), nullable=False),
 )
 
 session_heads = Table(
@@ -72,6 +75,7 @@ session_heads = Table(
     Column("version", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
     Column("creator", String(64), nullable=False),
+    Column("mac", String(64), nullable=False),
     PrimaryKeyConstraint("namespace", "name"),
 )
 
@@ -86,6 +90,7 @@ session_versions = Table(
     Column("document", Text, nullable=False),  # canonical JSON, explicit values left out
     Column("author", String(64), nullable=False),
     Column("created", String(40), nullable=False),
+    Column("mac", String(64), nullable=False),
     PrimaryKeyConstraint("namespace", "name", "version"),
 )
 
@@ -99,7 +104,23 @@ secrets_t = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("sealed", LargeBinary, nullable=False),
     Column("created", String(40), nullable=False),
+    Column("mac", String(64), nullable=False),
     PrimaryKeyConstraint("namespace", "session", "name"),
+)
+
+# who may import which secret, each bound to the identity that owns the importing namespace
+# (see `veil.cas.sessions._write_exports`)
+exports = Table(
+    "exports",
+    metadata,
+    Column("namespace", String(200), nullable=False),
+    Column("session", String(200), nullable=False),
+    Column("secret", String(200), nullable=False),
+    Column("target_namespace", String(200), nullable=False),
+    Column("target_session", String(200), nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("mac", String(64), nullable=False),
+    PrimaryKeyConstraint("namespace", "session", "secret", "target_namespace", "target_session"),
 )
 
 used_nonces = Table(
@@ -131,6 +152,10 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("mac", String(64), nullable=False),
+    # the state: XOR of the members of every authenticated row (veil.cas.integrity), and the
+    # MAC of this row itself (empty only for the genesis row, seq 0)
+    Column("digest", String(64), nullable=False),
+    Column("row_mac", String(64), nullable=False),
 )
 
 GENESIS = "0" * 64
@@ -182,7 +207,9 @@ def make_engine(url: str) -> Engine:
         metadata.create_all(engine, checkfirst=True)
         with engine.begin() as conn:
             if conn.execute(select(audit_head.c.id)).first() is None:
-                conn.execute(insert(audit_head).values(id=1, seq=0, mac=GENESIS))
+                conn.execute(
+                    insert(audit_head).values(id=1, seq=0, mac=GENESIS, digest=GENESIS, row_mac="")
+                )
     except SAOperationalError as err:
         raise OperationalError(
             f"cannot open the CAS database: {err.orig}",
@@ -192,6 +219,12 @@ def make_engine(url: str) -> Engine:
         # two replicas creating tables at once: the loser sees the winner's table
         if "already exists" not in str(err) and "duplicate key" not in str(err):
             raise
+    columns = {c["name"] for c in inspect(engine).get_columns("audit_head")}
+    if "row_mac" not in columns:
+        raise OperationalError(
+            "the CAS database was made by a CAS without row authentication",
+            hint="start this CAS with a new database and create the sessions again",
+        )
     return engine
 
 

@@ -137,16 +137,19 @@ def serve(
 
 @audit_app.command("verify")
 def audit_verify(state_dir: Path | None = StateDir, db: str | None = Db) -> None:
-    """Check the audit chain: any changed, inserted or removed entry is reported."""
+    """Check the audit chain and every authenticated row: any changed, inserted, removed or
+    rolled-back entry or row is reported."""
     from veil.cas.audit import verify
-    from veil.cas.state import load_keyring
-    from veil.cas.store import make_engine
+    from veil.cas.integrity import Counter, from_keys
+    from veil.cas.state import counter_store, load_keyring
+    from veil.cas.store import make_engine, make_reader
     from veil.errors import OperationalError
 
     files = _files(state_dir)
     keys = load_keyring(files)
-    engine = make_engine(db or files.default_db_url)
-    report = verify(engine, keys.audit)
+    url = db or files.default_db_url
+    engine = make_engine(url)
+    report = verify(make_reader(url, engine), from_keys(keys, Counter(counter_store(files, keys))))
     engine.dispose()
     if not report.ok:
         for p in report.problems:

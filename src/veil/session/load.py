@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarint import OctalInt
 
 from veil.errors import ManifestError, Problem, ProblemCollector
 from veil.manifest.problems import clean_message
@@ -110,4 +111,7 @@ def _plain(node: Any) -> Any:
         return [_plain(v) for v in node]
     if isinstance(node, str):
         return str(node)
+    if isinstance(node, OctalInt):
+        # YAML 1.2's `0o640` is the file mode 0640 (not the decimal digits of 416)
+        return f"0{int(node):o}"
     return node

@@ -1,0 +1,79 @@
+"""Anonymous writes are limited per source and their refusals audited in aggregate."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.cas.conftest import CasServer
+from tests.cas.helpers import Launcher, session
+from veil.cas import pki
+from veil.cas.ratelimit import Aggregator, Bucket, Limited
+
+pytestmark = pytest.mark.integration
+
+
+def _audit(server: CasServer) -> list[dict[str, object]]:
+    with sqlite3.connect(server.files.root / "cas.db") as conn:
+        rows = conn.execute("SELECT entry FROM audit ORDER BY seq").fetchall()
+    return [json.loads(text) for (text,) in rows]
+
+
+def test_floods_of_anonymous_writes_are_limited_and_aggregated(
+    cas_factory: Callable[..., CasServer], tmp_path: Path
+) -> None:
+    server = cas_factory(rate_scale=1)
+    with server.client(tmp_path / "alice") as alice:
+        alice.create_session("shop", session())
+    before = len(_audit(server))
+    with Launcher(server.addr, server.files.cert.read_bytes()) as lau:
+        started = time.monotonic()
+        codes = [lau.nonce(f"shop/nosuch{i}/app").status_code for i in range(120)]
+        elapsed = time.monotonic() - started
+        assert codes[:20] == [404] * 20  # the burst: answered as unknown
+        # then limited: 5 a second more (per worker), the rest 429 without an audit entry
+        assert codes.count(404) <= 20 + 5 * elapsed + 1 and codes.count(429) >= 20
+        denied = [e for e in _audit(server)[before:] if e.get("op") == "nonce"]
+        assert len(denied) <= 2  # one entry per source per window, not one per request
+        # a legitimate launcher from the same address is not held up by the limit
+        assert lau.attest("shop/hello/app").status_code == 200
+
+        csr = {"csr": pki.make_csr(pki.new_ec_key()).decode()}
+        regs = [lau.http.post("/v1/clients", json=csr) for _ in range(20)]
+        assert [r.status_code for r in regs[:10]] == [200] * 10
+        limited = regs[-1]
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert "too many registrations" in limited.json()["detail"]["reason"]
+    registered = [e for e in _audit(server)[before:] if e["event"] == "register"]
+    assert len(registered) == 10
+
+
+def test_aggregated_entries_count_every_refusal() -> None:
+    recorded: list[dict[str, object]] = []
+    agg = Aggregator(lambda **f: recorded.append(f), window=10)
+    for i in range(50):
+        agg.note("10.0.0.1", "nonce", now=100 + i * 0.1, reason="unknown")
+    agg.note("10.0.0.1", "nonce", now=111, reason="unknown")
+    agg.note("10.0.0.2", "nonce", now=111, reason="unknown")
+    assert [r["repeated"] for r in recorded] == [0, 49, 0]  # 51 + 1 refusals, 3 entries
+    agg.note("10.0.0.2", "nonce", now=112, reason="unknown")
+    agg.flush()  # the one still counted gets an entry of its own
+    assert recorded[-1]["repeated"] == 1
+    refusals = 3 + sum(int(str(r["repeated"])) for r in recorded)
+    assert refusals == 53
+
+
+def test_the_bucket_refills() -> None:
+    b = Bucket("things", rate=1, burst=2)
+    b.take("a", now=0)
+    b.take("a", now=0)
+    with pytest.raises(Limited) as err:
+        b.take("a", now=0.5)
+    assert err.value.retry_after == 1
+    b.take("b", now=0.5)  # another source has its own tokens
+    b.take("a", now=2)
