@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +34,10 @@ class Scorer:
             raise RuntimeError("secret-internal-detail")
         if payload.get("set"):
             return {"not": {1, 2}}
+        if payload.get("nan"):
+            return {"score": float(payload["nan"])}
+        if payload.get("exit"):
+            raise SystemExit(3)
         return {"y": payload["x"] * self.factor}
 '''
 
@@ -111,6 +117,10 @@ def test_every_log_line_is_json(server: Server) -> None:
         (b"[1, 2]", 400, "bad_request", "must be a JSON object"),
         (b'{"boom": true}', 500, "internal_error", "the model raised an exception"),
         (b'{"set": true}', 500, "internal_error", "not JSON"),
+        (b'{"nan": "nan"}', 500, "internal_error", "not JSON"),
+        (b'{"nan": "inf"}', 500, "internal_error", "not JSON"),
+        (b'{"nan": "-inf"}', 500, "internal_error", "not JSON"),
+        (b'{"exit": true}', 500, "internal_error", "the model raised an exception"),
         (b'{"pad": "' + b"a" * 2000 + b'"}', 413, "request_entity_too_large", "larger than 1000"),
     ],
 )
@@ -190,3 +200,47 @@ def test_chunked_body_over_the_limit_is_refused(server: Server) -> None:
     assert r.status_code == 413 and r.json()["error"] == "request_entity_too_large"
     small = httpx.post(server.url + "/predict", content=iter([b'{"x"', b": 2}"]))
     assert (small.status_code, small.json()) == (200, {"y": 6})
+
+
+def test_slow_clients_do_not_hold_up_normal_requests(server: Server) -> None:
+    """50 clients that send their headers or their body a byte at a time (slowloris) while
+    normal requests come in: every normal request is answered promptly."""
+    host, port = server.url.removeprefix("http://").split(":")
+    stop = threading.Event()
+    socks: list[socket.socket] = []
+
+    def slow(i: int) -> None:
+        s = socket.create_connection((host, int(port)), timeout=30)
+        socks.append(s)
+        if i % 2:  # headers a byte at a time
+            data = b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+        else:  # complete headers, then the body a byte at a time
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                      b"\r\nContent-Length: 900\r\n\r\n")
+            data = b'{"x": 1, "pad": "' + b"a" * 800
+        for b in data:
+            if stop.wait(0.1):
+                return
+            try:
+                s.send(bytes([b]))
+            except OSError:
+                return
+
+    threads = [threading.Thread(target=slow, args=(i,), daemon=True) for i in range(50)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)  # every slow client connected and trickling
+        times = []
+        with httpx.Client(timeout=10) as client:
+            for i in range(20):
+                started = time.monotonic()
+                r = client.post(server.url + "/predict", json={"x": i})
+                times.append(time.monotonic() - started)
+                assert r.status_code == 200 and r.json() == {"y": 3 * i}
+                client.headers["Connection"] = "close" if i % 2 else "keep-alive"
+        assert max(times) < 2.0, times
+    finally:
+        stop.set()
+        for s in socks:
+            s.close()

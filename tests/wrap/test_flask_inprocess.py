@@ -25,6 +25,10 @@ class Slow:
     def predict(self, payload):
         return {"ok": True}
 
+class Fast:
+    def predict(self, payload):
+        return {"ok": True}
+
 class Broken:
     def load(self):
         raise OSError("weights file missing")
@@ -87,3 +91,18 @@ def test_configuration_errors_name_every_variable() -> None:
     assert "VEIL_ENTRYPOINT is required" in text
     assert "HTTP_PORT='eighty' is not a valid int" in text
     assert "ACCESS_LOG='maybe' is not a valid bool" in text
+
+
+def test_json_nested_100000_deep_is_a_400(repo: Path) -> None:
+    app = create_app({"VEIL_ENTRYPOINT": f"{repo.stem}:Fast", "ACCESS_LOG": "false"})
+    client = app.test_client()
+    deadline = time.monotonic() + 5
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for opening, closing in (("[", "]"), ('{"a":', "}")):
+        body = opening * 100_000 + "1" + closing * 100_000
+        r = client.post("/predict", data=body, content_type="application/json")
+        assert r.status_code == 400 and r.json["error"] == "bad_request", r.text
+        assert "nested too deeply" in r.json["message"]
+    assert client.post("/predict", json={"a": [[[1]]]}).status_code == 200  # control

@@ -7,7 +7,9 @@
     GET  /openapi.json   the API above as OpenAPI 3.0
 
 Every error is JSON `{"error", "message", "request_id"}` with its status code; exceptions in the
-customer's code give a 500 without any detail to the client and the full traceback in the log.
+customer's code (`SystemExit` included) give a 500 without any detail to the client and the full
+traceback in the log; a result with NaN or Infinity is not JSON (500), a body nested deeper than
+the parser goes is a 400.
 """
 
 from __future__ import annotations
@@ -182,18 +184,24 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         except ValueError as err:
             finish(rid, 400, started, "bad_json")
             return error(400, "bad_request", f"request body is not valid JSON: {err}", rid)
+        except RecursionError:
+            finish(rid, 400, started, "bad_json")
+            return error(400, "bad_request", "request body is nested too deeply", rid)
         if not isinstance(payload, dict):
             finish(rid, 400, started, "bad_json")
             return error(400, "bad_request", "request body must be a JSON object", rid)
         try:
             result = model.predict(payload)
-        except Exception:
+        except (Exception, SystemExit):
+            # SystemExit too: sys.exit() in the customer's code must not take the worker down
+            # mid-request (gunicorn would answer with its HTML error page)
             log.error("predict raised", exc_info=True, extra={"request_id": rid})
             finish(rid, 500, started, "exception")
             return error(500, "internal_error", "the model raised an exception", rid)
         try:
-            body = json.dumps(result)
-        except (TypeError, ValueError):
+            # allow_nan=False: NaN and Infinity are not JSON, and clients' parsers reject them
+            body = json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
             log.error("predict returned a value that is not JSON", exc_info=True,
                       extra={"request_id": rid, "type": type(result).__name__})
             finish(rid, 500, started, "bad_result")

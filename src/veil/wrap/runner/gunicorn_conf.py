@@ -17,6 +17,9 @@ _cfg = read_config(FLASK_ENV)
 bind = f"{_cfg['HTTP_HOST']}:{_cfg['HTTP_PORT']}"
 workers = int(_cfg["WEB_CONCURRENCY"])
 threads = int(_cfg["GUNICORN_THREADS"])
+# gthread: a client that sends its headers or body a byte at a time holds one thread, not the
+# whole worker (a sync worker reads the request itself: 8 such clients stalled 2 workers).
+# 64 threads per worker leave room for dozens of them; threads start only when needed.
 worker_class = "gthread" if threads > 1 else "sync"
 timeout = int(_cfg["GUNICORN_TIMEOUT"])
 graceful_timeout = timeout

@@ -52,7 +52,8 @@ FLASK_ENV: tuple[EnvVar, ...] = (
     EnvVar("HTTP_HOST", "0.0.0.0", "Address gunicorn binds to."),
     EnvVar("HTTP_PORT", "8080", "Port gunicorn binds to.", "int"),
     EnvVar("WEB_CONCURRENCY", "2", "Number of gunicorn worker processes.", "int"),
-    EnvVar("GUNICORN_THREADS", "1", "Threads per worker (more than 1 selects gthread).", "int"),
+    EnvVar("GUNICORN_THREADS", "64", "Threads per worker (more than 1 selects gthread, which "
+           "keeps slow clients from stalling a worker; 1: sync).", "int"),
     EnvVar("GUNICORN_TIMEOUT", "30", "Seconds before a silent worker is restarted.", "int"),
     EnvVar("MAX_REQUEST_BYTES", "1048576", "Largest accepted request body (413 above).", "int"),
     EnvVar("ACCESS_LOG", "true", "Write one JSON log line per request.", "bool"),
