@@ -44,13 +44,13 @@ def test_floods_of_anonymous_writes_are_limited_and_aggregated(
         assert lau.attest("shop/hello/app").status_code == 200
 
         csr = {"csr": pki.make_csr(pki.new_ec_key()).decode()}
-        regs = [lau.http.post("/v1/clients", json=csr) for _ in range(20)]
-        assert [r.status_code for r in regs[:10]] == [200] * 10
+        regs = [lau.http.post("/v1/clients", json=csr) for _ in range(45)]
+        assert [r.status_code for r in regs[:30]] == [200] * 30
         limited = regs[-1]
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
         assert "too many registrations" in limited.json()["detail"]["reason"]
     registered = [e for e in _audit(server)[before:] if e["event"] == "register"]
-    assert len(registered) == 10
+    assert 30 <= len(registered) < 45
 
 
 def test_aggregated_entries_count_every_refusal() -> None:

@@ -165,7 +165,7 @@ def create_app(cas: Cas, rate_scale: float = 1.0) -> FastAPI:
 
     # anonymous writes, per source address (veil.cas.ratelimit)
     k = rate_scale
-    registrations = ratelimit.Bucket("registrations", rate=0.2 * k, burst=10 * k)
+    registrations = ratelimit.Bucket("registrations", rate=0.5 * k, burst=30 * k)
     unknown_ids = ratelimit.Bucket(
         "nonce requests for unknown config ids", rate=5 * k, burst=20 * k
     )
