@@ -7,6 +7,7 @@ and test_integrity.py."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import struct
 import time
@@ -18,7 +19,15 @@ import pytest
 from veil.cas.attest import _check_nonce, _nonce_mac, new_nonce
 from veil.cas.core import Refusal
 from veil.cas.integrity import ZERO, Counter, Integrity, State, Tampered
-from veil.cas.verifiers import Claims, Evidence, Refused, judge
+from veil.cas.verifiers import (
+    VERIFIERS,
+    Claims,
+    Evidence,
+    Refused,
+    expected_report_data,
+    judge,
+    verifier_for,
+)
 from veil.cas.verifiers.simulation import SimulationVerifier
 from veil.session.model import SessionDoc
 
@@ -142,3 +151,20 @@ def test_state_row_and_counter() -> None:
     assert integ.delta(["x" * 64], ["x" * 64]) == 0
     assert integ.fold(digest, integ.delta(removed=["x" * 64])) == ZERO
     assert integ.mac("t", 1) != integ.mac("t", "1") and integ.mac("t", 1) != integ.mac("u", 1)
+
+
+def test_report_data_binds_the_nonce_bytes_and_the_measurement() -> None:
+    nonce = base64.b64encode(bytes(range(32))).decode()
+    want = hashlib.sha512(bytes(range(32)) + bytes.fromhex(M1)).digest()
+    assert expected_report_data(nonce, M1) == want
+    assert expected_report_data(nonce, M2) != want
+    for bad_nonce, meas in (("!!" + nonce[2:], M1), (nonce, "zz" * 32)):
+        with pytest.raises(Refused, match="malformed"):
+            expected_report_data(bad_nonce, meas)
+
+
+def test_every_platform_has_its_verifier() -> None:
+    assert isinstance(verifier_for("simulation"), SimulationVerifier)
+    assert {"simulation", "sev-snp", "tdx", "sgx-dcap"} <= set(VERIFIERS)
+    with pytest.raises(Refused, match=r"no verifier for platform 'x'.*sev-snp, sgx-dcap"):
+        verifier_for("x")
