@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# The hello-user example end to end on this machine, with real components only:
-# registry → Python base image → CAS → the seeds' mesh workflow (build, --print-defaults, patch,
-# apply: sessions into CAS, Helm chart) → attested run → tamper refused.
-# Everything it starts is stopped by PID when it ends. State goes to $DEMO_DIR.
+# The hello-user example end to end on this machine, with real components only, the seeds'
+# workflow through the product: registry → Python base image → confidential image → mesh
+# template → envsubst → --print-defaults → patch → apply → `veil up` (a local CAS, the sessions,
+# the attested container) → greeting → tampered image refused by CAS → `veil down`.
+# No session or container command is written here by hand (the attacker's step excepted).
+# Everything it starts is stopped when it ends. State goes to $DEMO_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 scripts/setup.sh
 
 DEMO_DIR=${DEMO_DIR:-$root/target/demo}
-REGISTRY=127.0.0.1:5000
-CAS_ADDR=127.0.0.1:${CAS_PORT:-8081}
-export VEIL_HOME=$DEMO_DIR/home VEIL_CONFIG_DIR=$DEMO_DIR/config VEIL_CAS_DIR=$DEMO_DIR/cas
-rm -rf "$DEMO_DIR/src" "$DEMO_DIR/cas" "$DEMO_DIR/config" "$DEMO_DIR/home/index"
+REGISTRY=${REGISTRY:-127.0.0.1:5000}
+export VEIL_HOME=$DEMO_DIR/home VEIL_CONFIG_DIR=$DEMO_DIR/config
+rm -rf "$DEMO_DIR/src" "$DEMO_DIR/config" "$DEMO_DIR/home/index" "$DEMO_DIR/mesh"
 mkdir -p "$DEMO_DIR/registry" "$DEMO_DIR/src"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+cleanup() {
+  veil down --volumes >/dev/null 2>&1 || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 
 step "1. OCI registry on $REGISTRY"
@@ -35,49 +39,50 @@ fi
 step "2. Python base image (debootstrap, cached in $DEMO_DIR/base-cache)"
 veil base create python --to "$REGISTRY/veil/python:bookworm" --cache "$DEMO_DIR/base-cache"
 
-step "3. CAS on $CAS_ADDR"
-veil cas init --addr "$CAS_ADDR"
-CAS_KEY=$(veil cas key)
-veil cas serve --listen "$CAS_ADDR" > "$DEMO_DIR/cas.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -fsSk "https://$CAS_ADDR/openapi.json" >/dev/null 2>&1 && break; sleep 0.1; done
-echo "CAS pid ${pids[-1]}, key $CAS_KEY"
+step "3. the seeds' mesh workflow: template → envsubst → --print-defaults → patch → apply --dry-run"
+# (DRY_RUN: nothing built or uploaded yet; the mesh names a CAS that is not running, so
+# `veil up` below starts one of its own)
+WORK=$DEMO_DIR/mesh APP_NAMESPACE=demo-mesh APP_IMAGE_REPO=$REGISTRY/veil CAS_ADDR=127.0.0.1:9 \
+  DRY_RUN=1 bash examples/hello-user/run.sh --debug
+MESH=$DEMO_DIR/mesh/mesh-3.yaml
 
-# podman uses the same settings files Veil writes for its own buildah/podman calls (runc,
-# cgroupfs, ulimits, overlay storage, the loopback registry marked insecure)
+step "4. apply the service manifest: build, measure and push the confidential image"
+cp examples/hello-user/print_env.py "$DEMO_DIR/src/"
+sed "s#127.0.0.1:5000/veil#$REGISTRY/veil#" examples/hello-user/service.yaml > "$DEMO_DIR/src/service.yaml"
+if [ "$REGISTRY" != 127.0.0.1:5000 ]; then  # the default base image lives on :5000
+  sed -i "s#^  pwd: /python#  from: $REGISTRY/veil/python:bookworm\n  pwd: /python#" "$DEMO_DIR/src/service.yaml"
+fi
+(cd "$DEMO_DIR/src" && veil apply -f service.yaml)
+IMAGE=$REGISTRY/veil/python_hello_user:latest
+
+step "5. veil up: a local CAS, the sessions into it, the service behind its launcher"
+veil up -f "$MESH" --mode debug -t "$DEMO_DIR/mesh/target"
+veil ps -f "$MESH"
+
+step "5b. veil up again: nothing changed, nothing restarted"
+veil up -f "$MESH" --mode debug -t "$DEMO_DIR/mesh/target"
+
+step "6. the greeting: API_USER from the mesh, the checksum of the password CAS generated"
+veil logs --mesh "$MESH" pythonapp
+
+step "7. the attacker: one changed byte in the program, the original description kept"
+# (the only container-tool commands here are the attacker's own: a copy of the image with
+# one byte more in print_env.py, pushed under another tag, still labelled with the
+# original's service description — so the session names the original measurement)
 export CONTAINERS_CONF=$VEIL_HOME/containers/containers.conf
 export CONTAINERS_STORAGE_CONF=$VEIL_HOME/containers/storage.conf
 export CONTAINERS_REGISTRIES_CONF=$VEIL_HOME/containers/registries.conf
-WORK=$DEMO_DIR/mesh
-NS=demo-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
-
-step "4. the seeds' workflow, for real: build → envsubst → --print-defaults → patch → apply"
-# debug mode: this machine has no TEE, so the launcher attests with simulation evidence
-WORK=$WORK APP_NAMESPACE=$NS APP_IMAGE_REPO=$REGISTRY/veil CAS_ADDR=$CAS_ADDR \
-  bash examples/hello-user/run.sh --debug
-IMAGE=$REGISTRY/veil/python_hello_user:latest
-
-step "5. applying the same mesh again changes nothing in CAS"
-veil apply -f "$WORK/mesh-3.yaml" --mode debug -t "$WORK/target" --diff
-
-run() {
-  # --pull=always: run what the registry holds now (the measured push), not a same-named
-  # image left in local storage
-  podman run --rm --init --pull=always --tls-verify=false -e SCONE_CONFIG_ID="$NS/pythonapp/pythonapp" \
-    -e SCONE_CAS_ADDR="$CAS_ADDR" -e SCONE_CAS_KEY="$CAS_KEY" "$@"
-}
-step "6. run it: the launcher attests, CAS provisions API_USER and the generated API_PASSWORD"
-run "$IMAGE"
-
-step "7. one changed byte in the program: CAS refuses to configure it"
-mkdir -p "$DEMO_DIR/src"
-cp "$WORK/service.yaml" "$WORK/print_env.py" "$DEMO_DIR/src/"
-echo "#" >> "$DEMO_DIR/src/print_env.py"
-sed -i 's#python_hello_user:latest#python_hello_user:tampered#' "$DEMO_DIR/src/service.yaml"
-(cd "$DEMO_DIR/src" && veil apply -f service.yaml >/dev/null)
-if run "$REGISTRY/veil/python_hello_user:tampered"; then
+cid=$(buildah from --pull-never "$IMAGE")
+echo "#" >> "$(buildah mount "$cid")/python/print_env.py"
+buildah commit -q "$cid" "$REGISTRY/veil/python_hello_user:tampered" >/dev/null
+buildah rm "$cid" >/dev/null
+buildah push --tls-verify=false "$REGISTRY/veil/python_hello_user:tampered"
+sed 's#python_hello_user:latest#python_hello_user:tampered#' "$MESH" > "$DEMO_DIR/mesh/tampered.yaml"
+if veil up -f "$DEMO_DIR/mesh/tampered.yaml" --mode debug -t "$DEMO_DIR/mesh/target" --timeout 120; then
   echo "demo: the tampered image was NOT refused" >&2; exit 1
 fi
-echo "(refused, as it must be)"
+veil logs --mesh "$MESH" pythonapp | grep -q "Hello" && { echo "demo: the tampered program ran" >&2; exit 1; }
+echo "(refused by CAS, as it must be: the program never started)"
 
-step "done: stopping what the demo started"
+step "8. veil down"
+veil down
