@@ -80,12 +80,15 @@ class PodmanRunner:
             ports = [(int(p.get("host_port", 0)), int(p.get("container_port", 0)))
                      for p in c.get("Ports") or []]
             image = str(c.get("Image", ""))
+            state = str(c.get("State", "")).lower()
             found.append(Container(
                 name=(c.get("Names") or [""])[0], mesh=labels.get(LABEL_MESH, ""),
                 service=labels.get(LABEL_SERVICE, ""), spec=labels.get(LABEL_SPEC, ""),
                 image=image, image_digest=image.partition("@")[2] or None,
-                state=str(c.get("State", "")).lower(),
-                exit_code=c.get("ExitCode") if c.get("Exited") else None, ports=ports))
+                # "stopped": exited, not yet cleaned up by conmon; the exit code is final
+                state="exited" if state in ("exited", "stopped") else state,
+                exit_code=c.get("ExitCode") if state in ("exited", "stopped") else None,
+                ports=ports))
         return sorted(found, key=lambda c: (c.mesh, c.service))
 
     def start(self, spec: ContainerSpec) -> None:

@@ -65,7 +65,7 @@ class UpResult:
 
     @property
     def failed(self) -> list[ServiceStatus]:
-        return [s for s in self.services if s.state == "failed"]
+        return [s for s in self.services if s.state in ("failed", "missing")]
 
 
 def _quiet(_message: str) -> None:
@@ -149,7 +149,7 @@ def _judge(c: Container, runner: Runner, since: float, port: int | None) -> Serv
             st.message = f"the program exited at once with code {c.exit_code}: {last}"
         return st
     if c.state != "running":
-        st.state = "starting" if c.state in ("created", "configured") else c.state
+        st.state = "starting"  # created, configured, ...: not yet running
         return st
     procs = runner.processes(c.name)
     if not procs or any(_LAUNCHER in p for p in procs):
@@ -264,12 +264,13 @@ def _wait(runner: Runner, mesh: str, specs: list[tuple[ContainerSpec, int | None
                                             message="the container is gone"))
                 continue
             states.append(_judge(c, runner, since.get(n, 0.0), ports[n]))
-        pending = [s.service for s in states if s.state in ("starting", "created")]
+        pending = [s.service for s in states if s.state not in ("up", "done", "failed",
+                                                                 "missing")]
         if not pending:
             return states
         if time.monotonic() > deadline:
             for s in states:
-                if s.state == "starting":
+                if s.state not in ("up", "done", "failed", "missing"):
                     s.state = "failed"
                     s.message = (f"not up after {timeout:.0f} s"
                                  + (f" (nothing answers on 127.0.0.1:{s.port})" if s.port else ""))
