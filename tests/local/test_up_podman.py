@@ -7,6 +7,7 @@ then the same service rebuilt with one changed byte: refused by CAS, the program
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def veil(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return code, cap.out + cap.err
 
 
+# container and network names are global on the machine: a name of this run's own
+RUN = uuid.uuid4().hex[:8]
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("up")
@@ -50,7 +55,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv("VEIL_HOME", str(home / "home"))
         mp.setenv("VEIL_CONFIG_DIR", str(home / "config"))
         yield home
-        main(["down", "--volumes"])
+        for mesh in home.glob("*.yaml"):
+            main(["down", "-f", str(mesh), "--volumes"])
 
 
 @pytest.fixture(autouse=True)
@@ -72,12 +78,12 @@ def test_hello_user_greets_with_the_cas_password(
         registry: str, base_image: str, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = _build(capsys, home, registry, base_image, "up-hello")
     mesh = home / "mesh.yaml"
-    mesh.write_text(MESH.format(namespace="up-hello", image=image))
+    mesh.write_text(MESH.format(namespace=f"up-hello-{RUN}", image=image))
     code, text = veil(capsys, "up", "-f", str(mesh), "--mode", "debug", "-t",
                       str(home / "target"))
     assert code == 0, text
     assert "started a local CAS" in text
-    code, out = veil(capsys, "logs", "pythonapp")
+    code, out = veil(capsys, "logs", "--mesh", str(mesh), "pythonapp")
     assert code == 0, out
     assert "Hello myself" in out
     line = next(ln for ln in out.splitlines() if "password" in ln.lower())
@@ -115,7 +121,7 @@ def test_one_changed_byte_is_refused_and_never_runs(
         buildah("rm", cid)
     buildah("push", "--tls-verify=false", bad)
     mesh = home / "tamper.yaml"
-    mesh.write_text(MESH.format(namespace="up-tamper", image=bad))
+    mesh.write_text(MESH.format(namespace=f"up-tamper-{RUN}", image=bad))
     code, text = veil(capsys, "up", "-f", str(mesh), "--mode", "debug", "-t",
                       str(home / "target"))
     assert code == 1, text

@@ -64,7 +64,9 @@ class PodmanRunner:
             # the bridge (and so the gateway address on this host) comes up with the first
             # container that joins; the local CAS listens there before any service starts
             self._podman(["run", "--rm", "--network", name, "--entrypoint", "/bin/true",
-                       "--pull", "never", image], what=f"bringing up the network {name}")
+                          "--pull", "missing", *(["--tls-verify=false"] if is_loopback(image)
+                                                 else []), image],
+                         what=f"bringing up the network {name}")
         return gateway
 
     def remove_network(self, name: str) -> None:

@@ -197,7 +197,8 @@ def up(doc: Loaded, options: UpOptions, runner: Runner, progress: Progress = _qu
                      "(state under Veil's home)")
         result = (apply or apply_mesh)(doc, MeshOptions(
             mode=options.mode,  # type: ignore[arg-type]
-            target=options.target, write_chart=False, cas_addr=cas_host_addr, cas_key=key),
+            target=options.target, write_chart=False, publish=False, cas_addr=cas_host_addr,
+            cas_key=key),
             progress=lambda _stage, msg: progress(msg))
         out = UpResult(namespace=result.namespace,  # type: ignore[attr-defined]
                        cas_addr=cas_host_addr, local_cas=local, registries=registries)
@@ -253,6 +254,7 @@ def _wait(runner: Runner, mesh: str, specs: list[tuple[ContainerSpec, int | None
           since: dict[str, float], timeout: float, progress: Progress) -> list[ServiceStatus]:
     deadline = time.monotonic() + timeout
     ports = {spec.name: port for spec, port in specs}
+    services = {spec.name: spec.service for spec, _ in specs}
     order = [spec.name for spec, _ in specs]
     while True:
         found = {c.name: c for c in runner.containers(mesh)}
@@ -260,8 +262,9 @@ def _wait(runner: Runner, mesh: str, specs: list[tuple[ContainerSpec, int | None
         for n in order:
             c = found.get(n)
             if c is None:
-                states.append(ServiceStatus(n, n, "", "missing", None,
-                                            message="the container is gone"))
+                states.append(ServiceStatus(services[n], n, "", "missing", None,
+                                            message="its container is gone (removed by "
+                                            "someone else while starting?)"))
                 continue
             states.append(_judge(c, runner, since.get(n, 0.0), ports[n]))
         pending = [s.service for s in states if s.state not in ("up", "done", "failed",
