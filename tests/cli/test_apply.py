@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from veil.cli import main
 from veil.image.index import LocalIndex
 
@@ -98,11 +99,13 @@ def test_mesh_apply_without_a_known_cas_key_sends_nothing(
 def test_unknown_image_lists_every_one_with_the_fix(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mesh = tmp_path / "mesh.yaml"
-    mesh.write_text(MESH.replace("services:\n", "services:\n  - name: other\n"
-                                 "    image: reg.example/other:2\n"))
+    # a port where no registry listens: a registry on :5000 (a demo) may hold the hello image
+    nowhere = f"127.0.0.1:{free_port()}"
+    mesh.write_text(MESH.replace("127.0.0.1:5000", nowhere).replace(
+        "services:\n", "services:\n  - name: other\n    image: reg.example/other:2\n"))
     code, _, err = run(capsys, "apply", "-f", str(mesh), "--dry-run")
     assert code == 2
-    assert "reg.example/other:2" in err and "python_hello_user" in err
+    assert "reg.example/other:2" in err and f"{nowhere}/veil/python_hello_user" in err
     assert "veil apply -f <service.yaml> --dry-run" in err
 
 
