@@ -222,3 +222,25 @@ def test_skopeo_signs_in_the_format_veil_verifies(signed: dict[str, Any], regist
         p_ours = json.loads(b.blob(ours["layers"][0]["digest"]))
     assert p_theirs["critical"]["type"] == p_ours["critical"]["type"]
     assert p_theirs["critical"]["image"] == p_ours["critical"]["image"]
+
+
+def test_a_description_from_the_registry_comes_with_its_digest(registry: str) -> None:
+    """An image known only by its registry label is still pinned by digest in the chart."""
+    from veil.manifest.description import LABEL_KEY
+    from veil.mesh import IndexThenRegistry
+
+    desc = ServiceDescription(name="lab", image=f"{registry}/src/labelled:1", command="true",
+                              argv=["true"], pwd="/", manifest_digest="sha256:0")
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "config": {"Labels": {LABEL_KEY: desc.to_json()}},
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    r = parse_reference(desc.image)
+    with Registry(r) as reg:
+        digest = reg.put_manifest("1", {
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": reg.put_blob(config), "size": len(config)},
+            "layers": []}, OCI_MANIFEST)
+    found = IndexThenRegistry().find(desc.image)
+    assert not isinstance(found, str)
+    assert found.description == desc and found.digest == digest

@@ -8,13 +8,19 @@ from veil.image.reference import parse_reference
 from veil.image.registry import Registry
 from veil.manifest.description import LABEL_KEY, ServiceDescription
 
-__all__ = ["description_from_registry", "description_of"]
+__all__ = ["described_in_registry", "description_from_registry", "description_of"]
 
 
 def description_from_registry(image: str) -> ServiceDescription:
+    return described_in_registry(image)[0]
+
+
+def described_in_registry(image: str) -> tuple[ServiceDescription, str]:
+    """The description in the image's label and the digest of the manifest it was read from
+    (one read: a tag that moves meanwhile cannot pair one image's label with another's digest)."""
     ref = parse_reference(image)
     with Registry(ref) as reg:
-        _, config = reg.config()
+        digest, config = reg.config()
     labels = (config.get("config") or {}).get("Labels") or {}
     text = labels.get(LABEL_KEY)
     if not text:
@@ -23,7 +29,7 @@ def description_from_registry(image: str) -> ServiceDescription:
             hint="build it with `veil apply -f service.yaml`",
         )
     try:
-        return ServiceDescription.from_json(text)
+        return ServiceDescription.from_json(text), digest
     except ValueError:  # malformed JSON or a description of another schema
         raise OperationalError(
             f"the service description label of {image} is malformed",

@@ -68,10 +68,11 @@ class IndexThenRegistry:
         if not self.pull:
             return "not in the local index, and from the registry: not asked (--no-pull)"
         self.debug(f"{image}: not in the local index; asking its registry")
-        from veil.image.describe import description_from_registry  # httpx: load when needed
+        from veil.image.describe import described_in_registry  # httpx: load when needed
 
         try:
-            return Found(description_from_registry(image))
+            description, digest = described_in_registry(image)
+            return Found(description, digest)
         except VeilError as err:
             return f"not in the local index, and from the registry: {err.message}"
 
