@@ -185,6 +185,18 @@ def packages_of(programs: list[str]) -> dict[str, str | None]:
             for p, cs in candidates.items()}
 
 
+def _from_python(program: str) -> bool:
+    """Installed by pip into this Python (its bin folder, or a pyenv shim for it)."""
+    import sys
+
+    path = shutil.which(program)
+    if path is None:
+        return False
+    roots = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(sys.executable))}
+    real = os.path.realpath(path)
+    return any(real.startswith(r.rstrip("/") + "/") for r in roots) or "/.pyenv/shims/" in path
+
+
 def everything() -> dict[str, str]:
     found = {**shell_programs(), **python_programs()}
     for p in ENGINE_PROGRAMS:
@@ -214,6 +226,8 @@ def test_every_program_comes_from_a_package_setup_installs() -> None:
     owners = packages_of(sorted(found))
     for program, where in sorted(found.items()):
         package = owners[program]
+        if package is None and _from_python(program):
+            continue  # a PyPI tool (pyproject's business), not a Debian package's
         if package is None:
             problems.append(f"{program} (run by {where}) is not installed on this machine: "
                             "install it and add its package to APT_PACKAGES")
