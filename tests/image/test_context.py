@@ -1,4 +1,7 @@
-"""The build context and the measurement computed from it (no container tools needed)."""
+"""The build context and its measurement plan (no container tools needed).
+
+The measurement itself is computed from the built image (tests/image/test_build.py, tests/e2e).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,9 @@ from pathlib import Path
 import pytest
 
 from veil.errors import ManifestError
-from veil.image.context import BuildContext, measure_context, stage_context
+from veil.image.context import BuildContext, stage_context
 from veil.manifest.load import load_genservice
-from veil.runtime.measure import FileEntry, MeasurementPlan, measure
-
-INTERP_PATHS = ["/usr/bin/python3", "/usr/bin/python3.11"]
-INTERP = [FileEntry("/usr/bin/python3", "link", "a" * 64),
-          FileEntry("/usr/bin/python3.11", "0755", "b" * 64)]
+from veil.runtime.measure import RUNTIME_PATHS, MeasurementPlan
 
 MANIFEST = """\
 apiVersion: scone/5.8
@@ -56,12 +55,12 @@ def stage(manifest: Path, out: Path) -> BuildContext:
     out.mkdir(parents=True)
     return stage_context(loaded.model, manifest.parent, out, base="base@sha256:" + "0" * 64,
                          site_packages=None, requirements_dir=None,
-                         interpreter_paths=INTERP_PATHS, positions=loaded.positions)
+                         positions=loaded.positions)
 
 
-def measurement(tmp: Path, name: str, **kw: object) -> str:
+def plan_of(tmp: Path, name: str, **kw: object) -> bytes:
     ctx = stage(write(tmp / f"src-{name}", **kw), tmp / f"ctx-{name}")  # type: ignore[arg-type]
-    return measure_context(ctx, INTERP_PATHS, INTERP)
+    return (ctx.dir / "rootfs/etc/veil/measured.json").read_bytes()
 
 
 def test_without_run_steps_the_application_is_the_last_layer(tmp_path: Path) -> None:
@@ -87,41 +86,42 @@ def test_layers_are_ordered_for_the_cache(tmp_path: Path) -> None:
     assert (ctx.dir / "rootfs/app/lib/util.py").read_text() == "X = 1\n"
     assert (ctx.dir / "rootfs/opt/veil/veil/runtime/launcher.py").exists()
     plan = MeasurementPlan.from_json((ctx.dir / "rootfs/etc/veil/measured.json").read_text())
-    assert plan.roots == sorted(["/opt/veil", "/app", *INTERP_PATHS])
-    assert plan.exclude == ["/app/config.ini"]
+    # the whole root filesystem, minus the runtime paths and the injection file
+    assert plan.roots == ["/"]
+    assert plan.exclude == sorted([*RUNTIME_PATHS, "/app/config.ini"])
+    assert (plan.command, plan.pwd, plan.local_env) == ("python3 app.py", "/app", {"MODE": "a"})
+    assert plan == ctx.plan
 
 
-def test_identical_inputs_give_identical_measurement(tmp_path: Path) -> None:
-    assert measurement(tmp_path, "a") == measurement(tmp_path, "b")
+def test_identical_inputs_give_an_identical_plan(tmp_path: Path) -> None:
+    assert plan_of(tmp_path, "a") == plan_of(tmp_path, "b")
 
 
-@pytest.mark.parametrize("change", [
-    {"body": "print('hi!')\n"}, {"command": "python3 app.py --debug"}, {"mode": "b"},
-])
-def test_any_measured_change_changes_the_measurement(tmp_path: Path,
-                                                     change: dict[str, str]) -> None:
-    assert measurement(tmp_path, "orig") != measurement(tmp_path, "changed", **change)
+@pytest.mark.parametrize("change", [{"command": "python3 app.py --debug"}, {"mode": "b"}])
+def test_command_and_local_env_change_the_plan(tmp_path: Path, change: dict[str, str]) -> None:
+    assert plan_of(tmp_path, "orig") != plan_of(tmp_path, "changed", **change)
 
 
-def test_build_measurement_equals_measurement_of_the_image_tree(tmp_path: Path) -> None:
-    """What the launcher computes from `/` equals what the build computed (staged + base)."""
-    ctx = stage(write(tmp_path / "src"), tmp_path / "ctx")
-    root = ctx.dir / "rootfs"
-    (root / "usr/bin").mkdir(parents=True)
-    (root / "usr/bin/python3.11").write_bytes(b"\x7fELF interpreter")
-    (root / "usr/bin/python3.11").chmod(0o755)
-    (root / "usr/bin/python3").symlink_to("python3.11")
-    from veil.image.interpreter import interpreter_of_rootfs
+@pytest.mark.parametrize("pwd", ["/tmp/app", "/run", "/var/tmp/x", "/opt/veil/app", "/proc"])
+def test_pwd_in_an_unmeasured_or_reserved_path_is_refused(tmp_path: Path, pwd: str) -> None:
+    manifest = write(tmp_path / "src")
+    manifest.write_text(manifest.read_text().replace("pwd: /app", f"pwd: {pwd}"))
+    with pytest.raises(ManifestError) as err:
+        stage(manifest, tmp_path / "ctx")
+    assert any("build.pwd" in p.render() for p in err.value.problems)
 
-    interp = interpreter_of_rootfs(str(root))
-    assert interp.paths == INTERP_PATHS and interp.version == "3.11"
-    built = measure_context(ctx, interp.paths, interp.entries)
-    plan = MeasurementPlan.from_json((root / "etc/veil/measured.json").read_text())
-    assert measure(str(root), plan) == built
-    (root / "app/config.ini").write_text("written by the launcher")  # excluded
-    assert measure(str(root), plan) == built
-    (root / "app/json.py").write_text("# shadows the standard library")
-    assert measure(str(root), plan) != built
+
+@pytest.mark.parametrize("target", ["/opt/veil/veil/runtime/launcher.py",
+                                    "/etc/veil/measured.json", "relative.conf", "/"])
+def test_injection_files_cannot_leave_the_launcher_or_its_plan_unmeasured(
+    tmp_path: Path, target: str
+) -> None:
+    manifest = write(tmp_path / "src")
+    manifest.write_text(manifest.read_text().replace("/app/config.ini", target))
+    with pytest.raises(ManifestError) as err:
+        stage(manifest, tmp_path / "ctx")
+    rendered = [p.render() for p in err.value.problems]
+    assert any("injection_files[0].path" in r and "Veil's own folders" in r for r in rendered)
 
 
 def test_missing_copy_entry_is_reported_with_its_line(tmp_path: Path) -> None:

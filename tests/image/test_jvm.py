@@ -1,4 +1,4 @@
-"""The Java runtime's measured roots, read from a root filesystem laid out as Debian's JRE."""
+"""The Java runtime of a base image, read from a root filesystem laid out as Debian's JRE."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from veil.errors import OperationalError
 from veil.image.jvm import jvm_of_rootfs
+from veil.runtime.measure import RUNTIME_PATHS, MeasurementPlan, measure
 
 
 def _debian_jre(root: Path) -> Path:
@@ -28,23 +29,28 @@ def _debian_jre(root: Path) -> Path:
     return home
 
 
-def test_java_chain_jvm_and_its_configuration_are_measured(tmp_path: Path) -> None:
+def test_java_chain_jvm_and_its_configuration_are_found(tmp_path: Path) -> None:
     _debian_jre(tmp_path)
     jvm = jvm_of_rootfs(str(tmp_path))
     assert jvm.paths == ["/usr/bin/java", "/etc/alternatives/java", "/usr/lib/jvm",
                          "/etc/java-17-openjdk"]
-    paths = {e.path: e.mode for e in jvm.entries}
-    assert paths["/usr/bin/java"] == "link" and paths["/etc/alternatives/java"] == "link"
-    assert paths["/usr/lib/jvm/java-17-openjdk-amd64/lib/libjvm.so"] == "0644"
-    assert paths["/usr/lib/jvm/java-17-openjdk-amd64/lib/jvm.cfg"] == "link"
-    assert "/etc/java-17-openjdk/security/java.security" in paths
 
 
-def test_a_changed_jvm_file_changes_its_entries(tmp_path: Path) -> None:
+@pytest.mark.parametrize("change", ["libjvm", "java.security", "alternative"])
+def test_the_whole_root_filesystem_measurement_covers_the_jvm(tmp_path: Path,
+                                                              change: str) -> None:
     home = _debian_jre(tmp_path)
-    before = jvm_of_rootfs(str(tmp_path)).entries
-    (home / "lib/libjvm.so").write_bytes(b"\x7fELF jvm\0")
-    assert jvm_of_rootfs(str(tmp_path)).entries != before
+    plan = MeasurementPlan(roots=["/"], command="java -jar app.jar", pwd="/java", local_env={},
+                           exclude=list(RUNTIME_PATHS))
+    before = measure(str(tmp_path), plan)
+    if change == "libjvm":
+        (home / "lib/libjvm.so").write_bytes(b"\x7fELF jvm\0")
+    elif change == "java.security":
+        (tmp_path / "etc/java-17-openjdk/security/java.security").write_text("policy=none\n")
+    else:
+        os.unlink(tmp_path / "etc/alternatives/java")
+        os.symlink("/tmp/java", tmp_path / "etc/alternatives/java")
+    assert measure(str(tmp_path), plan) != before
 
 
 def test_no_java_is_an_operational_error(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import re
 import ssl
 import threading
 from collections.abc import Iterator
@@ -25,8 +26,14 @@ from cryptography.x509.oid import NameOID
 
 from tests.runtime.image_root import make_image_root
 from veil.runtime.der import DerError, spki_from_certificate
-from veil.runtime.launcher import LaunchError, Provisioned, program_env, provision, write_files
-from veil.runtime.measure import MeasurementPlan
+from veil.runtime.launcher import (
+    BASE_ENV,
+    LaunchError,
+    Provisioned,
+    program_env,
+    provision,
+)
+from veil.runtime.measure import RUNTIME_PATHS, MeasurementPlan
 
 
 def cert_and_key(tmp: Path) -> tuple[Path, Path, str]:
@@ -53,6 +60,7 @@ class FakeCas:
         cert, key, self.key_b64 = cert_and_key(tmp)
         self.expected = expected
         self.evidence: list[dict[str, Any]] = []
+        self.requests = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,6 +69,7 @@ class FakeCas:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests += 1
                 if self.path == "/v1/attestation/nonce":
                     code, doc = 200, {"nonce": "bm9uY2U=", "expires_in": 60}
                 else:
@@ -81,7 +90,8 @@ class FakeCas:
         ctx.load_cert_chain(cert, key)
         self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.addr = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
+                                       daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -144,13 +154,17 @@ def test_a_cas_without_the_pinned_key_is_not_spoken_to(
     assert fake_cas.evidence == []
 
 
-def test_baked_key_file_wins_over_the_environment(
+def test_baked_key_file_wins_over_the_environment_and_is_measured(
     image_root: tuple[Path, str], fake_cas: FakeCas, tmp_path: Path
 ) -> None:
-    root, _ = image_root
+    root, before = image_root
     (tmp_path / "y").mkdir()
     wrong = cert_and_key(tmp_path / "y")[2]
     (root / "etc/veil/cas-key").write_text(fake_cas.key_b64 + "\n")
+    with pytest.raises(LaunchError, match="measurement does not match"):
+        provision(env_for(fake_cas, wrong), str(root))
+    assert fake_cas.evidence[-1]["measurement"] != before
+    fake_cas.expected = fake_cas.evidence[-1]["measurement"]
     assert provision(env_for(fake_cas, wrong), str(root)).argv == ["true"]
 
 
@@ -165,37 +179,25 @@ def test_missing_configuration_is_explained(image_root: tuple[Path, str], env: d
         provision(env, str(image_root[0]))
 
 
-def test_files_are_written_with_their_mode(tmp_path: Path) -> None:
-    write_files([{"path": "/etc/app/x.conf", "content": base64.b64encode(b"pw=1").decode(),
-                  "mode": "0640"}], str(tmp_path))
-    p = tmp_path / "etc/app/x.conf"
-    assert p.read_bytes() == b"pw=1" and (p.stat().st_mode & 0o777) == 0o640
-
-
 def test_provisioned_env_replaces_the_container_env() -> None:
     prov = Provisioned({"env": {"API_PASSWORD": "from-cas"}, "argv": ["x"]})
-    env = program_env({"API_PASSWORD": "x", "EVIL": "1", "HOSTNAME": "h"}, prov)
-    assert env["API_PASSWORD"] == "from-cas" and "EVIL" not in env and env["HOSTNAME"] == "h"
-    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert program_env(prov) == {**BASE_ENV, "API_PASSWORD": "from-cas"}
 
 
 def test_only_measured_programs_are_run(tmp_path: Path) -> None:
     from veil.runtime.launcher import resolve_program
 
-    for d in ("usr/bin", "usr/local/bin", "app"):
+    for d in ("usr/bin", "usr/local/bin", "app", "tmp"):
         (tmp_path / d).mkdir(parents=True)
-    for f in ("usr/bin/python3", "app/run.sh"):
+    for f in ("usr/bin/python3", "app/run.sh", "tmp/run.sh"):
         (tmp_path / f).write_text("#!/bin/sh\n")
         (tmp_path / f).chmod(0o755)
-    plan = MeasurementPlan(roots=["/app", "/usr/bin/python3"], command="python3 x.py",
-                           pwd="/app", local_env={})
+    plan = MeasurementPlan(roots=["/"], command="python3 x.py", pwd="/app", local_env={},
+                           exclude=list(RUNTIME_PATHS))
     env = {"PATH": "/usr/local/bin:/usr/bin"}
     assert resolve_program("python3", env, plan, str(tmp_path)) == "/usr/bin/python3"
     assert resolve_program("./run.sh", env, plan, str(tmp_path)) == "/app/run.sh"
-    planted = tmp_path / "usr/local/bin/python3"
-    planted.write_text("#!/bin/sh\necho gotcha\n")
-    planted.chmod(0o755)
-    with pytest.raises(LaunchError, match="/usr/local/bin/python3, which is not measured"):
-        resolve_program("python3", env, plan, str(tmp_path))
+    with pytest.raises(LaunchError, match=re.escape("/tmp/run.sh, which is not measured")):
+        resolve_program("/tmp/run.sh", env, plan, str(tmp_path))
     with pytest.raises(LaunchError, match="not found"):
         resolve_program("nope", env, plan, str(tmp_path))

@@ -1,28 +1,51 @@
-"""The measurement as the launcher computes it from a filesystem."""
+"""The measurement of a whole root filesystem, as the builder and the launcher compute it."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from veil.runtime.measure import PLAN_PATH, MeasurementPlan, MissingFileError, measure, scan
+from veil.runtime import measure as m
+from veil.runtime.measure import (
+    PLAN_PATH,
+    RUNTIME_PATHS,
+    Entry,
+    MeasurementError,
+    MeasurementPlan,
+    MissingFileError,
+    digest_of,
+    measure,
+    scan,
+)
+
+SITE = "usr/lib/python3/dist-packages"
+STDLIB = "usr/lib/python3.11"
 
 
-def tree(root: Path) -> MeasurementPlan:
-    (root / "app/pkg").mkdir(parents=True)
+def tree(root: Path, *, exclude: tuple[str, ...] = ("/app/injected.conf",)) -> MeasurementPlan:
+    """A small image: program, stdlib, site-packages, interpreter link, /etc, runtime dirs."""
+    for d in ("app/pkg", SITE, f"{STDLIB}/encodings", "usr/bin", "etc/veil", "tmp", "run",
+              "var/tmp", "proc", "dev"):
+        (root / d).mkdir(parents=True, exist_ok=True)
     (root / "app/main.py").write_text("print(1)\n")
     (root / "app/pkg/mod.py").write_text("X = 1\n")
-    (root / "usr/bin").mkdir(parents=True)
-    (root / "usr/bin/python3.11").write_bytes(b"interp")
+    (root / f"{STDLIB}/hashlib.py").write_text("# hashlib\n")
+    (root / f"{STDLIB}/sitecustomize.py").write_text("")
+    (root / f"{STDLIB}/encodings/__init__.py").write_text("")
+    (root / "usr/bin/python3.11").write_bytes(b"interp" * 1000)
+    (root / "usr/bin/python3.11").chmod(0o755)
     (root / "usr/bin/python3").symlink_to("python3.11")
-    (root / "etc/veil").mkdir(parents=True)
-    plan = MeasurementPlan(roots=["/app", "/usr/bin/python3", "/usr/bin/python3.11"],
-                           command="python3 main.py", pwd="/app", local_env={"A": "1"},
-                           exclude=["/app/injected.conf"])
+    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    plan = MeasurementPlan(roots=["/"], command="python3 main.py", pwd="/app",
+                           local_env={"A": "1"}, exclude=[*RUNTIME_PATHS, *exclude])
     (root / PLAN_PATH.lstrip("/")).write_text(plan.to_json())
     return plan
 
@@ -30,58 +53,166 @@ def tree(root: Path) -> MeasurementPlan:
 def test_plan_round_trips(tmp_path: Path) -> None:
     plan = tree(tmp_path)
     again = MeasurementPlan.from_json((tmp_path / PLAN_PATH.lstrip("/")).read_text())
-    assert again == MeasurementPlan(sorted(plan.roots), plan.command, plan.pwd, plan.local_env,
-                                    plan.exclude)
+    assert again.canonical() == plan.canonical()
+    with pytest.raises(ValueError, match="version 1"):
+        MeasurementPlan.from_json('{"version": 1}')
 
 
-def test_entries_are_files_and_links(tmp_path: Path) -> None:
+def test_every_entry_is_listed_with_type_mode_owner_and_value(tmp_path: Path) -> None:
     plan = tree(tmp_path)
     entries = {e.path: e for e in scan(str(tmp_path), plan)}
-    assert set(entries) == {"/app/main.py", "/app/pkg/mod.py", "/usr/bin/python3",
-                            "/usr/bin/python3.11"}
-    assert entries["/usr/bin/python3"].mode == "link"
+    st_root = os.lstat(tmp_path)
+    assert entries["/"] == Entry("/", "d", stat.S_IMODE(st_root.st_mode), st_root.st_uid,
+                                 st_root.st_gid, "")
+    assert entries["/usr/bin/python3"].kind == "l"
+    assert entries["/usr/bin/python3"].value == "python3.11"
+    py = entries["/usr/bin/python3.11"]
+    assert py.kind == "f" and py.mode == 0o755
+    assert py.value == hashlib.sha256(b"interp" * 1000).hexdigest()
+    assert entries["/app/pkg"].kind == "d"
+    # the plan's own file is measured like any other
+    assert PLAN_PATH in entries and f"/{STDLIB}/sitecustomize.py" in entries
+    # runtime paths are left out, with everything under them
+    assert not any(m.is_excluded(p, RUNTIME_PATHS) for p in entries)
+    assert list(entries) == sorted(entries, key=os.fsencode)
 
 
-@pytest.mark.parametrize("tamper", [
-    lambda r: (r / "app/main.py").write_text("print(2)\n"),
-    lambda r: (r / "app/pkg/extra.py").write_text(""),
-    lambda r: os.chmod(r / "app/main.py", 0o755),
-    lambda r: ((r / "usr/bin/python3").unlink(), (r / "usr/bin/python3").symlink_to("/tmp/x")),
-    lambda r: ((r / "app/pkg/__pycache__").mkdir(),
-               (r / "app/pkg/__pycache__/m.pyc").write_bytes(b"")),
-])
-def test_any_tampering_changes_the_measurement(tmp_path: Path, tamper: object) -> None:
+def _append(p: Path, text: str) -> None:
+    with p.open("a") as f:
+        f.write(text)
+
+
+def _relink(p: Path, target: str) -> None:
+    p.unlink()
+    p.symlink_to(target)
+
+
+def _rewrite_plan(root: Path) -> None:
+    """The attacker's edit of the plan: one more path excluded, the program otherwise intact."""
+    plan = MeasurementPlan.from_json((root / PLAN_PATH.lstrip("/")).read_text())
+    plan.exclude.append("/app/evil.py")
+    (root / PLAN_PATH.lstrip("/")).write_text(plan.to_json())
+
+
+ATTACKS: dict[str, Callable[[Path], object]] = {
+    "sitecustomize line": lambda r: _append(r / STDLIB / "sitecustomize.py", "import evil\n"),
+    ".pth in site-packages": lambda r: (r / SITE / "evil.pth").write_text("import evil\n"),
+    "appended stdlib module": lambda r: _append(r / STDLIB / "hashlib.py", "import evil\n"),
+    "ld.so.preload": lambda r: (r / "etc/ld.so.preload").write_text("/usr/lib/evil.so\n"),
+    "changed program": lambda r: (r / "app/main.py").write_text("print(2)\n"),
+    "extra module": lambda r: (r / "app/pkg/extra.py").write_text(""),
+    "extra folder": lambda r: (r / "app/extra").mkdir(),
+    "chmod": lambda r: os.chmod(r / "app/main.py", 0o755),
+    "chmod folder": lambda r: os.chmod(r / "app/pkg", 0o777),
+    "chown": lambda r: os.chown(r / "app/main.py", 1000, 1000),
+    "relinked interpreter": lambda r: _relink(r / "usr/bin/python3", "/tmp/python3"),
+    "link for file": lambda r: _relink(r / "app/pkg/mod.py", "/app/main.py"),
+    "removed file": lambda r: (r / f"{STDLIB}/encodings/__init__.py").unlink(),
+    "cas key added": lambda r: (r / "etc/veil/cas-key").write_text("AAAA\n"),
+    "fifo": lambda r: os.mkfifo(r / "app/pipe"),
+    "bytecode": lambda r: ((r / "app/pkg/__pycache__").mkdir(),
+                           (r / "app/pkg/__pycache__/mod.cpython-311.pyc").write_bytes(b"")),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_any_change_anywhere_changes_the_measurement(tmp_path: Path, attack: str) -> None:
     plan = tree(tmp_path)
     before = measure(str(tmp_path), plan)
-    tamper(tmp_path)  # type: ignore[operator]
+    ATTACKS[attack](tmp_path)
     assert measure(str(tmp_path), plan) != before
 
 
-def test_excluded_and_unmeasured_paths_do_not_count(tmp_path: Path) -> None:
+def test_an_edited_plan_changes_the_measurement(tmp_path: Path) -> None:
     plan = tree(tmp_path)
     before = measure(str(tmp_path), plan)
-    (tmp_path / "app/injected.conf").write_text("secret-free test content")
-    (tmp_path / "etc/other.conf").write_text("not measured")
-    assert measure(str(tmp_path), plan) == before
+    (tmp_path / "app/evil.py").write_text("")
+    _rewrite_plan(tmp_path)
+    edited = MeasurementPlan.from_json((tmp_path / PLAN_PATH.lstrip("/")).read_text())
+    assert measure(str(tmp_path), edited) != before
+    # even with the plan file itself unchanged, its exclusions are part of the digest
+    entries = scan(str(tmp_path), plan)
+    assert digest_of(entries, edited) != digest_of(entries, plan)
 
 
-def test_missing_root_is_an_error(tmp_path: Path) -> None:
+def test_runtime_paths_and_injection_targets_do_not_count(tmp_path: Path) -> None:
     plan = tree(tmp_path)
-    (tmp_path / "usr/bin/python3.11").unlink()
+    before = measure(str(tmp_path), plan)
+    (tmp_path / "app/injected.conf").write_text("written by the launcher")
+    for d in ("tmp", "run", "var/tmp", "proc", "dev"):
+        (tmp_path / d / "x").write_text("runtime")
+    (tmp_path / "etc/hosts").write_text("127.0.0.1 localhost\n")
+    (tmp_path / "etc/mtab").symlink_to("/proc/mounts")
+    assert measure(str(tmp_path), plan) == before
+    # but a file next to an injection target does count
+    (tmp_path / "app/injected.conf.bak").write_text("")
+    assert measure(str(tmp_path), plan) != before
+
+
+def test_hard_links_are_measured_under_every_name(tmp_path: Path) -> None:
+    plan = tree(tmp_path)
+    os.link(tmp_path / "usr/bin/python3.11", tmp_path / "usr/bin/python3.11-copy")
+    entries = {e.path: e for e in scan(str(tmp_path), plan)}
+    assert entries["/usr/bin/python3.11-copy"] == entries["/usr/bin/python3.11"]._replace(
+        path="/usr/bin/python3.11-copy")
+
+
+def test_the_same_tree_elsewhere_measures_the_same(tmp_path: Path) -> None:
+    plan_a = tree(tmp_path / "a")
+    plan_b = tree(tmp_path / "b")
+    os.chmod(tmp_path / "b", os.stat(tmp_path / "a").st_mode)
+    assert measure(str(tmp_path / "a"), plan_a) == measure(str(tmp_path / "b"), plan_b)
+
+
+def test_many_files_are_hashed_in_batches_in_order(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = tree(tmp_path)
+    (tmp_path / "app/many").mkdir()
+    for i in range(300):
+        (tmp_path / f"app/many/{i:03}.py").write_bytes(b"%d" % i * (i + 1))
+    parallel = scan(str(tmp_path), plan)
+    monkeypatch.setattr(m, "_threads", lambda: 1)
+    monkeypatch.setattr(m, "_BATCH", 100_000)
+    assert scan(str(tmp_path), plan) == parallel
+    by_path = {e.path: e.value for e in parallel}
+    assert by_path["/app/many/007.py"] == hashlib.sha256(b"7" * 8).hexdigest()
+
+
+def test_missing_root_and_unreadable_files_are_errors(tmp_path: Path) -> None:
+    plan = tree(tmp_path)
+    plan.roots = ["/", "/nonexistent"]
     with pytest.raises(MissingFileError):
         measure(str(tmp_path), plan)
+    plan.roots = ["/"]
+    if os.geteuid() != 0:  # root reads anything
+        (tmp_path / "app/main.py").chmod(0)
+        with pytest.raises(MeasurementError, match=re.escape("/app/main.py")):
+            measure(str(tmp_path), plan)
+
+
+def test_a_file_swapped_for_a_link_after_listing_is_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("x")
+    os.symlink(tmp_path / "secret", tmp_path / "link")
+    with pytest.raises(MeasurementError, match="cannot read"):
+        m._hash_batch([str(tmp_path / "link")])
 
 
 @settings(max_examples=30, deadline=None)
-@given(command=st.text(min_size=1, max_size=20), value=st.text(max_size=20))
-def test_command_and_local_env_are_measured(tmp_path_factory: pytest.TempPathFactory,
-                                            command: str, value: str) -> None:
+@given(command=st.text(min_size=1, max_size=20), value=st.text(max_size=20),
+       pwd=st.sampled_from(["/app", "/srv"]))
+def test_command_pwd_and_local_env_are_measured(tmp_path_factory: pytest.TempPathFactory,
+                                                command: str, value: str, pwd: str) -> None:
     root = tmp_path_factory.mktemp("m")
     plan = tree(root)
-    base = measure(str(root), plan)
-    changed_cmd = MeasurementPlan(plan.roots, plan.command + command, plan.pwd, plan.local_env,
-                                  plan.exclude)
-    changed_env = MeasurementPlan(plan.roots, plan.command, plan.pwd,
-                                  {**plan.local_env, "B": value}, plan.exclude)
-    assert measure(str(root), changed_cmd) != base
-    assert measure(str(root), changed_env) != base
+    entries = scan(str(root), plan)
+    base = digest_of(entries, plan)
+    variants = [
+        MeasurementPlan(plan.roots, plan.command + command, plan.pwd, plan.local_env,
+                        plan.exclude),
+        MeasurementPlan(plan.roots, plan.command, plan.pwd, {**plan.local_env, "B": value},
+                        plan.exclude),
+        MeasurementPlan(plan.roots, plan.command, plan.pwd + "/x", plan.local_env,
+                        plan.exclude),
+    ]
+    digests = {digest_of(entries, v) for v in variants}
+    assert base not in digests and len(digests) == 3

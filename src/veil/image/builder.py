@@ -2,8 +2,9 @@
 
     resolve the base image (pull if needed; pin its digest; read its interpreter)
     resolve requirements on the host
-    stage the context in a fresh directory, measure it, write the description
-    buildah build (overlay storage, chroot isolation, layer cache) → push → sign → local index
+    stage the context in a fresh directory
+    buildah build (overlay storage, chroot isolation, layer cache) → measure the built root
+    filesystem → add the description (with the measurement) as a label → push → sign → index
 
 The target directory is replaced only when everything up to the build succeeded, so a failed
 build leaves the previous context untouched and no half-written one.
@@ -26,12 +27,13 @@ from typing import Any
 from veil.errors import OperationalError
 from veil.fsutil import replace_dir
 from veil.image.base import default_base
-from veil.image.context import check_target, locate_input, measure_context, stage_context
+from veil.image.context import check_target, locate_input, stage_context
 from veil.image.dryrun import record_service, write_description
-from veil.image.fastpath import forget_build, record_build, try_fast_push
+from veil.image.fastpath import fast_measurement, forget_build, record_build, try_fast_push
 from veil.image.index import IndexEntry, LocalIndex
 from veil.image.interpreter import Interpreter, interpreter_of_image
 from veil.image.jvm import jvm_of_image
+from veil.image.measurement import measure_image
 from veil.image.push import check_registry, push_image
 from veil.image.reference import parse_reference
 from veil.image.requirements import install_requirements
@@ -100,12 +102,13 @@ def resolve_base(name: str, progress: Progress, kind: str = "python") -> BaseIma
     return BaseImage(name, image_id, digest, interpreter_of_image(image_id, labels))
 
 
-def _buildah_build(ctx: Path, image: str, label: str, progress: Progress) -> str:
+def _buildah_build(ctx: Path, image: str, progress: Progress) -> str:
+    """Build the context's Containerfile; the id of the (untagged, unlabelled) image."""
     iidfile = ctx.parent / f".{ctx.name}.iid"
     cmd = [
         "buildah", "build", "--isolation", "chroot", "--layers", "--pull-never", "--quiet=false",
-        "--timestamp", "0", "-f", str(ctx / "Containerfile"), "-t", image,
-        "--label", f"{LABEL_KEY}={label}", "--iidfile", str(iidfile), str(ctx),
+        "--timestamp", "0", "-f", str(ctx / "Containerfile"), "--iidfile", str(iidfile),
+        str(ctx),
     ]
     last: deque[str] = deque(maxlen=25)
     step = ""
@@ -137,6 +140,21 @@ def _buildah_build(ctx: Path, image: str, label: str, progress: Progress) -> str
     image_id = iidfile.read_text().strip()
     iidfile.unlink()
     return image_id
+
+
+def _labelled(built: str, image: str, label: str) -> str:
+    """Tag `built` as `image` with the description label: a config-only step, so the root
+    filesystem (and with it the measurement) stays the one that was measured."""
+    with tempfile.TemporaryDirectory(prefix="veil-label-") as tmp:
+        (Path(tmp) / "Containerfile").write_text(f"FROM {built}\n")
+        iidfile = Path(tmp) / "iid"
+        run_tool(
+            ["buildah", "build", "--isolation", "chroot", "--layers", "--pull-never", "--quiet",
+             "--timestamp", "0", "-t", image, "--label", f"{LABEL_KEY}={label}",
+             "--iidfile", str(iidfile), tmp],
+            what=f"labelling {image}",
+        )
+        return iidfile.read_text().strip()
 
 
 def build_service(
@@ -200,41 +218,43 @@ def _build(
         req_file = locate_input(b.requirements, workdir, source)
         req_dir = install_requirements(req_file, base.interpreter.version)
     interp = base.interpreter
-    runtime_paths, runtime_entries = interp.paths, interp.entries
-    if b.kind != "python":  # a Java service: the JVM runs it, so the JVM is measured too
-        jvm = jvm_of_image(base.image_id)
-        runtime_paths, runtime_entries = [*interp.paths, *jvm.paths], [*interp.entries,
-                                                                        *jvm.entries]
+    if b.kind != "python":  # a Java service: the base must hold the JVM that runs it
+        jvm_of_image(base.image_id)
     ctx_dir = target / b.name
     with replace_dir(ctx_dir) as tmp:
         ctx = stage_context(
             svc, source, tmp, base=base.pinned, site_packages=interp.site_packages,
-            requirements_dir=req_dir, interpreter_paths=runtime_paths, positions=positions,
-            workdir=workdir,
+            requirements_dir=req_dir, positions=positions, workdir=workdir,
         )
-        measurement = measure_context(ctx, runtime_paths, runtime_entries)
         desc = ServiceDescription.from_genservice(svc).model_copy(update={
-            "measurement": measurement, "base_image": base.name, "base_digest": base.digest,
-            **record,
+            "base_image": base.name, "base_digest": base.digest, **record,
         })
-        write_description(tmp, desc)
         result = BuildResult(image=b.to, context=ctx_dir, description=desc, notes=ctx.notes)
         # with `run:` steps the application layer is not the last one: later layers were
         # made from the old files, so only a full build is right
-        if push and not b.run and os.environ.get("VEIL_NO_FAST_PATH") != "1":
+        fast = push and not b.run and os.environ.get("VEIL_NO_FAST_PATH") != "1"
+        measurement = fast_measurement(b.to, ctx) if fast else None
+        if measurement is not None:
+            desc = desc.model_copy(update={"measurement": measurement})
             result.digest = try_fast_push(b.to, ctx, desc)
             if result.digest:
                 progress(f"pushed {b.to}: only application files changed, wrote that layer")
                 result.fast = True
         if not result.digest:
             progress(f"building {b.to}")
-            result.image_id = _buildah_build(tmp, b.to, desc.to_json(), progress)
+            built = _buildah_build(tmp, b.to, progress)
+            progress(f"measuring {b.to}")
+            measured = measure_image(built, ctx.plan)
+            desc = desc.model_copy(update={"measurement": measured.digest})
+            result.image_id = _labelled(built, b.to, desc.to_json())
             if push:
                 progress(f"pushing {b.to}")
                 result.digest = push_image(b.to)
-                record_build(b.to, result.digest, ctx)
+                record_build(b.to, result.digest, ctx, measured.entries)
             else:
                 forget_build(b.to)
+        result.description = desc
+        write_description(tmp, desc)
     result.context = ctx_dir
     if result.digest and b.signature is not None and b.signature.sign:
         from veil.image.signing import sign_image

@@ -25,9 +25,9 @@ from veil.manifest.models import GenService
 __all__ = ["Recorded", "describe_service", "record_service", "write_description"]
 
 _DRY_RUN_NOTE = """\
-# Written by `veil apply --dry-run`: not for building. The base image is not pinned, the
-# requirements are not resolved and the measurement plan lacks the interpreter; `veil apply`
-# without --dry-run completes all three.
+# Written by `veil apply --dry-run`: not for building. The base image is not pinned and the
+# requirements are not resolved; `veil apply` without --dry-run completes both and measures the
+# built image.
 """
 
 
@@ -97,7 +97,7 @@ def record_service(
     with replace_dir(ctx_dir) as tmp:
         ctx = stage_context(
             svc, source, tmp, base=base, site_packages=None, requirements_dir=None,
-            interpreter_paths=[], positions=positions, workdir=workdir,
+            positions=positions, workdir=workdir,
         )
         with (tmp / "Containerfile").open("a") as f:
             f.write(_DRY_RUN_NOTE)

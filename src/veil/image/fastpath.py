@@ -8,6 +8,11 @@ buildah's COPY with `--timestamp 0` lays it out), swaps it and the description l
 recorded manifest and config, and pushes one layer blob, the config and the manifest through the
 registry API. That takes milliseconds instead of a buildah run. Any mismatch, or a registry that
 no longer holds the other layers, falls back to the full build.
+
+The measurement of such an image is computed, not read from a mounted image: the record keeps
+the measured entries of the full build outside `pwd` (those layers are reused unchanged), and
+the entries under `pwd` come from the staged files as the written layer holds them (owner root).
+The e2e tests check the result against what the launcher measures in the pushed image.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import os
 import stat
 import subprocess
 import tarfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +38,11 @@ from veil.image.registry import Registry
 from veil.image.tools import container_env
 from veil.manifest.description import LABEL_KEY, ServiceDescription
 from veil.paths import home_dir
-from veil.runtime.measure import MeasurementPlan, scan
+from veil.runtime.measure import Entry, MeasurementPlan, digest_of, is_excluded, scan
 
 __all__ = [
-    "Record", "app_layer", "context_key", "forget_build", "record_build", "try_fast_push",
+    "Record", "app_layer", "context_key", "fast_measurement", "forget_build", "record_build",
+    "try_fast_push",
 ]
 
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -52,6 +58,7 @@ class Record:
     label_history: int | None
     digest: str = ""
     local_removed: bool = False  # the stale local tag was already removed
+    entries: list[list[Any]] = field(default_factory=list)  # measured entries outside pwd
 
 
 def _record_path(image: str) -> Path:
@@ -62,14 +69,28 @@ def _record_path(image: str) -> Path:
 def context_key(ctx: BuildContext) -> str:
     """A hash of everything the image holds except the application layer."""
     rootfs = ctx.dir / "rootfs"
-    roots = [r for r in ctx.plan.roots
-             if r != ctx.plan.pwd and os.path.lexists(rootfs / r.lstrip("/"))]
-    plan = MeasurementPlan(roots=roots, command="", pwd="/", local_env={})
+    plan = MeasurementPlan(roots=["/"], command="", pwd="/", local_env={}, exclude=[ctx.plan.pwd])
     h = hashlib.sha256(ctx.containerfile.encode())
     h.update((rootfs / "etc/veil/measured.json").read_bytes())
-    for e in scan(str(rootfs), plan):
-        h.update(f"{e.path}\0{e.mode}\0{e.sha256}\n".encode())
+    h.update(digest_of(scan(str(rootfs), plan), plan).encode())
     return h.hexdigest()
+
+
+def _under(path: str, pwd: str) -> bool:
+    return is_excluded(path, [pwd])
+
+
+def fast_measurement(image: str, ctx: BuildContext) -> str | None:
+    """The measurement of the image `try_fast_push` would push, or None (build fully)."""
+    rec = _load(image)
+    if rec is None or not rec.entries or rec.key != context_key(ctx):
+        return None
+    pwd = ctx.plan.pwd
+    app = MeasurementPlan(roots=[pwd], command="", pwd=pwd, local_env={},
+                          exclude=ctx.plan.exclude)
+    staged = [e._replace(uid=0, gid=0) for e in scan(str(ctx.dir / "rootfs"), app)]
+    kept = [Entry(*e) for e in rec.entries]
+    return digest_of(kept + staged, ctx.plan)
 
 
 def app_layer(rootfs: Path, pwd: str) -> bytes:
@@ -124,8 +145,9 @@ def _find(history: list[dict[str, Any]], needle: str) -> tuple[int, int] | None:
     return found
 
 
-def record_build(image: str, digest: str, ctx: BuildContext) -> None:
-    """Remember a fully built and pushed image, so the next app-only change can skip the build."""
+def record_build(image: str, digest: str, ctx: BuildContext, entries: list[Entry]) -> None:
+    """Remember a fully built and pushed image, so the next app-only change can skip the build.
+    `entries` is its measurement's list (`veil.image.measurement`)."""
     ref = parse_reference(image)
     try:
         with Registry(ref) as reg:
@@ -140,8 +162,9 @@ def record_build(image: str, digest: str, ctx: BuildContext) -> None:
         return
     if len(manifest.get("layers", [])) != len(config.get("rootfs", {}).get("diff_ids", [])):
         return
+    outside = [list(e) for e in entries if not _under(e.path, ctx.plan.pwd)]
     rec = Record(context_key(ctx), manifest, config, app[1], app[0],
-                 label[0] if label else None, digest)
+                 label[0] if label else None, digest, entries=outside)
     atomic_write_text(_record_path(image), json.dumps(asdict(rec), sort_keys=True))
 
 

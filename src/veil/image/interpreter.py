@@ -1,9 +1,9 @@
-"""The base image's Python interpreter: which files it is, for the measurement.
+"""The base image's Python interpreter: where it is, so requirements land where it looks.
 
-`/usr/bin/python3` and everything its symlink chain leads to are measured, so swapping the
-interpreter changes the measurement. The base images `veil base create python` makes carry this
-in the label `INTERPRETER_LABEL`; for any other base Veil mounts the image once and caches the
-answer by image id.
+The symlink chain from `/usr/bin/python3` names the version (`/usr/bin/python3.11`), which picks
+the wheels and the site-packages folder. The base images `veil base create python` makes carry
+it in the label `INTERPRETER_LABEL`; for any other base Veil mounts the image once and caches the
+answer by image id. (The interpreter is measured like every other file of the image.)
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 from veil.errors import OperationalError
 from veil.fsutil import atomic_write_text
-from veil.image.tools import run_tool
+from veil.image.measurement import mounted_image
 from veil.paths import home_dir
-from veil.runtime.measure import FileEntry, MeasurementPlan, scan
 
 __all__ = ["INTERPRETER_LABEL", "Interpreter", "interpreter_of_image", "interpreter_of_rootfs"]
 
@@ -28,7 +27,6 @@ ENTRY = "/usr/bin/python3"
 @dataclass(frozen=True)
 class Interpreter:
     paths: list[str]  # the symlink chain from /usr/bin/python3 to the binary
-    entries: list[FileEntry]
 
     @property
     def version(self) -> str:
@@ -41,15 +39,11 @@ class Interpreter:
         return f"/usr/local/lib/python{self.version}/dist-packages"
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"paths": self.paths, "entries": [[e.path, e.mode, e.sha256] for e in self.entries]},
-            sort_keys=True, separators=(",", ":"),
-        )
+        return json.dumps({"paths": self.paths}, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Interpreter:
-        doc = json.loads(text)
-        return cls(paths=list(doc["paths"]), entries=[FileEntry(*e) for e in doc["entries"]])
+        return cls(paths=list(json.loads(text)["paths"]))  # older labels also held "entries"
 
 
 def interpreter_of_rootfs(root: str) -> Interpreter:
@@ -67,8 +61,7 @@ def interpreter_of_rootfs(root: str) -> Interpreter:
             f"the base image has no Python interpreter at {ENTRY}",
             hint="use a Python base image (`veil base create python` makes one)",
         )
-    plan = MeasurementPlan(roots=chain, command="", pwd="/", local_env={})
-    return Interpreter(paths=chain, entries=scan(root, plan))
+    return Interpreter(paths=chain)
 
 
 def interpreter_of_image(image_id: str, labels: dict[str, str]) -> Interpreter:
@@ -79,11 +72,7 @@ def interpreter_of_image(image_id: str, labels: dict[str, str]) -> Interpreter:
     if cache.exists():
         return Interpreter.from_json(cache.read_text())
     what = f"reading the Python interpreter of base image {image_id[:12]}"
-    cid = run_tool(["buildah", "from", "--pull-never", image_id], what=what).stdout.decode().strip()
-    try:
-        mnt = run_tool(["buildah", "mount", cid], what=what).stdout.decode().strip()
+    with mounted_image(image_id, what) as mnt:
         interp = interpreter_of_rootfs(mnt)
-    finally:
-        run_tool(["buildah", "rm", cid], what=what)
     atomic_write_text(cache, interp.to_json())
     return interp

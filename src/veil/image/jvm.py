@@ -1,10 +1,9 @@
-"""The Java runtime of a base image, for the measurement of a `build.kind: java*` service.
+"""The Java runtime of a base image, for a `build.kind: java*` service.
 
-`java` (the symlink chain from `/usr/bin/java` through Debian's alternatives to the binary), the
-whole JVM (`/usr/lib/jvm`: libjvm, the class library's `modules`) and its configuration
-(`/etc/java-*`: security policy, `java.security`) are measured roots, so swapping any of them
-changes the measurement. Read once per base image (mounted) and cached by image id, like the
-Python interpreter.
+The base must hold `java` (the symlink chain from `/usr/bin/java` through Debian's alternatives
+to the binary), the JVM (`/usr/lib/jvm`) and its configuration (`/etc/java-*`). All of them are
+measured like every file of the image; this only checks that they are there and names them.
+Read once per base image (mounted) and cached by image id, like the Python interpreter.
 """
 
 from __future__ import annotations
@@ -15,9 +14,8 @@ import posixpath
 from veil.errors import OperationalError
 from veil.fsutil import atomic_write_text
 from veil.image.interpreter import Interpreter
-from veil.image.tools import run_tool
+from veil.image.measurement import mounted_image
 from veil.paths import home_dir
-from veil.runtime.measure import MeasurementPlan, scan
 
 __all__ = ["JAVA", "jvm_of_image", "jvm_of_rootfs"]
 
@@ -40,8 +38,7 @@ def jvm_of_rootfs(root: str) -> Interpreter:
     etc = os.path.join(root, "etc")
     configs = sorted(f"/etc/{d}" for d in os.listdir(etc) if d.startswith("java-"))
     roots = [p for p in chain if not p.startswith("/usr/lib/jvm/")] + ["/usr/lib/jvm", *configs]
-    plan = MeasurementPlan(roots=roots, command="", pwd="/", local_env={})
-    return Interpreter(paths=roots, entries=scan(root, plan))
+    return Interpreter(paths=roots)
 
 
 def jvm_of_image(image_id: str) -> Interpreter:
@@ -49,11 +46,7 @@ def jvm_of_image(image_id: str) -> Interpreter:
     if cache.exists():
         return Interpreter.from_json(cache.read_text())
     what = f"reading the Java runtime of base image {image_id[:12]}"
-    cid = run_tool(["buildah", "from", "--pull-never", image_id], what=what).stdout.decode().strip()
-    try:
-        mnt = run_tool(["buildah", "mount", cid], what=what).stdout.decode().strip()
+    with mounted_image(image_id, what) as mnt:
         jvm = jvm_of_rootfs(mnt)
-    finally:
-        run_tool(["buildah", "rm", cid], what=what)
     atomic_write_text(cache, jvm.to_json())
     return jvm

@@ -1,9 +1,11 @@
 """The image entrypoint: measure, attest to CAS, receive the configuration, exec the program.
 
 Implements `docs/attestation-protocol.md` with the standard library only. The program never
-starts unconfigured: any failure (CAS unreachable, wrong CAS key, refused evidence) prints the
-reason and exits non-zero. The environment the program sees is what CAS provisions plus a few
-harmless basics; variables given to the container (`podman run -e ...`) are not passed on, so
+starts unconfigured: any failure (a way around the measurement, CAS unreachable, wrong CAS key,
+refused evidence) prints the reason and exits non-zero. Before measuring, `guard` refuses
+loader/interpreter variables, preloaded libraries and mounts over measured paths; injection
+files are written by `files`. The environment the program sees is what CAS provisions plus a
+few fixed basics; variables given to the container (`podman run -e ...`) are not passed on, so
 they can neither override nor add to the provisioned configuration.
 """
 
@@ -15,6 +17,7 @@ import hashlib
 import http.client
 import json
 import os
+import posixpath
 import ssl
 import sys
 import time
@@ -22,7 +25,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from veil.runtime.der import DerError, spki_from_certificate
-from veil.runtime.measure import PLAN_PATH, MeasurementPlan, MissingFileError, measure
+from veil.runtime.files import FileRefusal, write_file
+from veil.runtime.guard import Refusal, check_start
+from veil.runtime.measure import (
+    PLAN_PATH,
+    RUNTIME_PATHS,
+    MeasurementError,
+    MeasurementPlan,
+    is_excluded,
+    measure,
+)
 from veil.runtime.tsm import TSM_PATH, TsmError, evidence_report, make_report
 
 __all__ = [
@@ -37,13 +49,15 @@ __all__ = [
 
 CAS_KEY_PATH = "/etc/veil/cas-key"
 DEFAULT_PORT = 8081
+# the whole environment of the program besides what CAS provisions: nothing comes from the
+# container
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
+    "LANG": "C.UTF-8",
     # bytecode written at run time would land in measured directories and change the next start
     "PYTHONDONTWRITEBYTECODE": "1",
 }
-PASSED_THROUGH = ("HOSTNAME", "TERM", "LANG")
 # VEIL_PLATFORM: `auto` uses configfs-tsm when the machine has it, else simulation
 PLATFORMS = ("auto", "simulation", "sev-snp", "tdx")
 
@@ -227,7 +241,12 @@ def provision(
     if not addr:
         raise LaunchError("SCONE_CAS_ADDR is not set (HOST[:PORT] of CAS)")
     key = _pinned_key(environ, root)
-    measurement = measure_image(root)
+    plan = read_plan(root)
+    try:
+        check_start(environ, root, plan.exclude, plan.host_paths)
+    except Refusal as err:
+        raise LaunchError(str(err)) from None
+    measurement = measure_image(root, plan)
     host, port = _cas_address(addr)
     cas = _Cas(host, port, key)
     try:
@@ -260,28 +279,34 @@ def read_plan(root: str = "/") -> MeasurementPlan:
         raise LaunchError(f"cannot read the measurement plan {PLAN_PATH}: {err}") from err
 
 
-def measure_image(root: str = "/") -> str:
-    plan = read_plan(root)
+def measure_image(root: str = "/", plan: MeasurementPlan | None = None) -> str:
     try:
-        return measure(root, plan)
-    except MissingFileError as err:
-        raise LaunchError(f"a measured file is missing: {err}") from err
+        return measure(root, plan or read_plan(root))
+    except MeasurementError as err:
+        raise LaunchError(f"cannot measure the image: {err}") from err
 
 
-def write_files(files: Sequence[Mapping[str, Any]], root: str = "/") -> None:
+def write_files(files: Sequence[Mapping[str, Any]], plan: MeasurementPlan,
+                root: str = "/") -> None:
+    """Write the provisioned injection files; each must be one the image's plan leaves out of
+    the measurement (else the next start would measure the written content)."""
     for f in files:
-        path = os.path.join(root, str(f["path"]).lstrip("/"))
-        mode = int(str(f.get("mode") or "0600"), 8)
-        data = base64.b64decode(str(f.get("content") or ""))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.veil-tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        path = posixpath.normpath(str(f.get("path") or "/"))
+        if path not in plan.exclude and not is_excluded(path, RUNTIME_PATHS):
+            raise LaunchError(
+                f"CAS sent the injection file {path}, which this image measures (its plan leaves "
+                "out only the injection files its manifest names); rebuild the image with it in "
+                "injection_files"
+            )
         try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+            mode = int(str(f.get("mode") or "0600"), 8)
+            data = base64.b64decode(str(f.get("content") or ""), validate=True)
+        except (ValueError, binascii.Error) as err:
+            raise LaunchError(f"CAS sent a malformed injection file {path}: {err}") from None
+        try:
+            write_file(root, path, data, mode & 0o7777)
+        except FileRefusal as err:
+            raise LaunchError(f"refusing to start: {err}") from None
 
 
 def resolve_program(argv0: str, env: Mapping[str, str], plan: MeasurementPlan,
@@ -300,7 +325,7 @@ def resolve_program(argv0: str, env: Mapping[str, str], plan: MeasurementPlan,
         host = os.path.join(root, c.lstrip("/"))
         if os.path.isfile(host) and os.access(host, os.X_OK):
             path = os.path.normpath(c)
-            if not any(path == r or path.startswith(r.rstrip("/") + "/") for r in plan.roots):
+            if not is_excluded(path, plan.roots) or is_excluded(path, plan.exclude):
                 raise LaunchError(
                     f"the command {argv0!r} resolves to {path}, which is not measured; "
                     "refusing to run it"
@@ -309,11 +334,9 @@ def resolve_program(argv0: str, env: Mapping[str, str], plan: MeasurementPlan,
     raise LaunchError(f"the command {argv0!r} was not found")
 
 
-def program_env(environ: Mapping[str, str], prov: Provisioned) -> dict[str, str]:
-    env = dict(BASE_ENV)
-    env.update({k: environ[k] for k in PASSED_THROUGH if k in environ})
-    env.update(prov.env)
-    return env
+def program_env(prov: Provisioned) -> dict[str, str]:
+    """The program's whole environment: the fixed basics and what CAS provisioned."""
+    return {**BASE_ENV, **prov.env}
 
 
 def _fail(msg: str) -> NoReturn:
@@ -335,9 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan_cmd = prov.argv
         if not plan_cmd:
             raise LaunchError("CAS sent no command to run")
-        env = program_env(os.environ, prov)
-        program = resolve_program(plan_cmd[0], env, read_plan("/"))
-        write_files(prov.files)
+        env = program_env(prov)
+        plan = read_plan("/")
+        program = resolve_program(plan_cmd[0], env, plan)
+        write_files(prov.files, plan)
         if prov.pwd:
             os.chdir(prov.pwd)
     except LaunchError as err:

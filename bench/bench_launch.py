@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Launch benchmark: the attested start (measure the whole root filesystem, attest, exec) beside
+starting the program directly, for the hello-user image, in one run.
+
+Rows, each the median of N interleaved runs:
+- inside one container (no podman start-up in the numbers): the program started directly
+  (`python3 print_env.py`, the baseline), the launcher measuring only (`--print-measurement`),
+  and the launcher's full path — refusal checks, measurement, nonce and provisioning from a real
+  CAS over TLS, exec of the program. Peak memory is the child's peak RSS (kept across exec).
+- `podman run` of the image straight into the program (baseline) vs `podman run` of the image
+  through the launcher, against the same CAS.
+- the measurement of the mounted image on the host with one hashing thread vs the default, and
+  the files and bytes it reads.
+
+    python3 bench/bench_launch.py [--runs 15]
+
+Needs buildah, podman and the base image's root filesystem (the first run on a machine
+bootstraps it with debootstrap, ~40 s, cached under $VEIL_TEST_CACHE or /var/tmp/veil-test-cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import free_port  # noqa: E402
+from tests.image.support import hello_service, use_project_containers_conf  # noqa: E402
+
+IMAGE = "localhost/veil-bench/launch-hello:1"
+BASE = "localhost/veil-bench/python:bookworm"
+
+# Runs inside the container: each case as a child process, interleaved, N times; prints JSON.
+HARNESS = r"""
+import json, os, resource, subprocess, sys, time
+n, cas_env = int(sys.argv[1]), json.loads(sys.argv[2])
+launcher = ["/usr/bin/python3", "-I", "-B", "/opt/veil/launch.py"]
+cases = {
+    "program": (["/usr/bin/python3", "print_env.py"],
+                {"PATH": "/usr/bin:/bin", "API_USER": "me", "API_PASSWORD": "pw"}),
+    "measure": (launcher + ["--print-measurement"], {"PATH": "/usr/bin:/bin"}),
+    "attested": (launcher, cas_env),
+}
+out = {k: {"times": [], "rss": []} for k in cases}
+for i in range(n + 1):
+    for name, (argv, env) in cases.items():
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, env=env, cwd="/python", stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(p.pid, 0)
+        dt = time.perf_counter() - t0
+        if status != 0:
+            sys.exit(name + " failed: " + p.stderr.read().decode()[-2000:])
+        if i:  # the first round warms the page cache
+            out[name]["times"].append(dt)
+            out[name]["rss"].append(usage.ru_maxrss)
+print(json.dumps(out))
+"""
+
+
+def veil(*args: str, env: dict[str, str]) -> str:
+    proc = subprocess.run([sys.executable, "-m", "veil", *args], capture_output=True, text=True,
+                          env=env, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"veil {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def start_cas(work: Path, env: dict[str, str]) -> tuple[str, str, subprocess.Popen[bytes]]:
+    state = work / "cas"
+    key = veil("cas", "init", "--state-dir", str(state), "--host", "127.0.0.1",
+               env=env).strip().splitlines()[-1]
+    port = free_port()
+    log = (work / "cas.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "veil", "cas", "serve", "--state-dir",
+                             str(state), "--listen", f"127.0.0.1:{port}"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s, \
+                    ctx.wrap_socket(s):
+                return f"127.0.0.1:{port}", key, proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit((work / "cas.log").read_text()[-2000:]) from None
+            time.sleep(0.1)
+
+
+def session(desc: dict[str, object]) -> dict[str, object]:
+    env = {e["name"]: e["value"] for e in desc["local_env"]}  # type: ignore[attr-defined]
+    env["API_USER"] = "me"
+    return {
+        "version": "0.3", "name": "bench", "security": {"attestation": {"mode": "debug"}},
+        "services": [{"name": "hello", "image_name": "img", "command": desc["command"],
+                      "pwd": desc["pwd"], "environment": env,
+                      "attestation": {"measurement": [desc["measurement"]]}}],
+        "secrets": [{"name": s["name"], "kind": s["kind"], "size": s["size"]}
+                    for s in desc["secrets"]],  # type: ignore[attr-defined]
+        "images": [{"name": "img"}],
+    }
+
+
+def podman(*args: str) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(["podman", "run", "--rm", "--init", *args], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0 or "Hello me" not in proc.stdout:
+        raise SystemExit(f"podman run {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+    return time.perf_counter() - t0
+
+
+def host_measurement(plan_json: str) -> dict[str, float]:
+    """Files and bytes the measurement reads, and its time on the host (mounted image)."""
+    from veil.image.measurement import mounted_image
+    from veil.runtime import measure as m
+
+    plan = m.MeasurementPlan.from_json(plan_json)
+    out: dict[str, float] = {}
+    with mounted_image(IMAGE, "mounting the benchmark image") as root:
+        entries = m.scan(root, plan)
+        files = [e for e in entries if e.kind == "f"]
+        out["entries"], out["files"] = len(entries), len(files)
+        out["bytes"] = sum(os.lstat(os.path.join(root, e.path.lstrip("/"))).st_size
+                           for e in files)
+        default = m._threads()
+        for label, threads in (("1 thread", 1), (f"{default} threads", default)):
+            m._threads = lambda t=threads: t  # type: ignore[assignment]
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                m.scan(root, plan)
+                times.append(time.perf_counter() - t0)
+            out[label] = statistics.median(times)
+        m._threads = lambda: default  # type: ignore[assignment]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=15)
+    args = ap.parse_args()
+    for tool in ("buildah", "podman"):
+        if not shutil.which(tool):
+            raise SystemExit(f"needs {tool}")
+    work = Path(tempfile.mkdtemp(prefix="veil-bench-launch-"))
+    env = dict(os.environ, VEIL_HOME=str(work / "home"), VEIL_CONFIG_DIR=str(work / "config"))
+    os.environ.update(VEIL_HOME=env["VEIL_HOME"], VEIL_CONFIG_DIR=env["VEIL_CONFIG_DIR"])
+    use_project_containers_conf()
+    env.update({k: os.environ[k] for k in os.environ if k.startswith("CONTAINERS_")})
+    cas_proc = None
+    try:
+        from veil.image.base import create_python_base
+
+        cache = Path(os.environ.get("VEIL_TEST_CACHE", "/var/tmp/veil-test-cache"))
+        create_python_base(BASE, cache=cache, push=False)
+        manifest = hello_service(work / "src", "localhost", BASE, name="launch-hello")
+        manifest.write_text(manifest.read_text().replace("localhost/test/launch-hello:1", IMAGE))
+        subprocess.run([sys.executable, "-m", "veil", "apply", "-f", str(manifest), "--no-push"],
+                       cwd=work / "src", env=env, check=True, capture_output=True)
+        ctx = work / "src/target/launch-hello"
+        desc = json.loads((ctx / "description.json").read_text())
+        addr, key, cas_proc = start_cas(work, env)
+        (work / "session.json").write_text(json.dumps(session(desc)))
+        veil("session", "create", "-f", str(work / "session.json"), "-n", "bench", "--cas", addr,
+             "--cas-key", key, env=env)
+        run_bench(args.runs, addr, key, (ctx / "rootfs/etc/veil/measured.json").read_text())
+    finally:
+        if cas_proc is not None:
+            os.kill(cas_proc.pid, signal.SIGTERM)
+            cas_proc.wait()
+        subprocess.run(["buildah", "rmi", IMAGE], capture_output=True, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_bench(n: int, addr: str, key: str, plan_json: str) -> None:
+    cas_env = {"SCONE_CONFIG_ID": "bench/bench/hello", "SCONE_CAS_ADDR": addr,
+               "SCONE_CAS_KEY": key}
+    proc = subprocess.run(
+        ["podman", "run", "--rm", "--init", "--entrypoint", "/usr/bin/python3", IMAGE, "-c",
+         HARNESS, str(n), json.dumps(cas_env)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"in-container harness failed:\n{proc.stderr[-3000:]}")
+    inside = json.loads(proc.stdout)
+    direct, attested = [], []
+    cas_args = [a for k, v in cas_env.items() for a in ("-e", f"{k}={v}")]
+    podman("--entrypoint", "/usr/bin/python3", "-e", "API_USER=me", IMAGE, "print_env.py")
+    for _ in range(n):
+        direct.append(podman("--entrypoint", "/usr/bin/python3", "-e", "API_USER=me",
+                             "-e", "API_PASSWORD=pw", IMAGE, "print_env.py"))
+        attested.append(podman(*cas_args, IMAGE))
+    host = host_measurement(plan_json)
+
+    def med(xs: list[float]) -> float:
+        return statistics.median(xs) * 1000
+
+    base = med(inside["program"]["times"])
+    print(f"\nlaunch of the hello-user image, median of {n} interleaved runs; MiB = peak RSS\n")
+    print(f"{'case':50} {'ms':>8} {'MiB':>6} {'+ms vs base':>12} {'ratio':>6}")
+    for label, name in (("in container: program directly (baseline)", "program"),
+                        ("in container: launcher, measurement only", "measure"),
+                        ("in container: launcher → CAS → exec program", "attested")):
+        t = med(inside[name]["times"])
+        rss = max(inside[name]["rss"]) / 1024
+        print(f"{label:50} {t:8.1f} {rss:6.1f} {t - base:12.1f} {t / base:6.2f}")
+    pd, pa = med(direct), med(attested)
+    print(f"{'podman run: straight into the program (baseline)':50} {pd:8.1f} {'-':>6} "
+          f"{0.0:12.1f} {1.0:6.2f}")
+    print(f"{'podman run: through the launcher, attested':50} {pa:8.1f} {'-':>6} "
+          f"{pa - pd:12.1f} {pa / pd:6.2f}")
+    print(f"\nmeasured: {int(host['entries'])} entries, {int(host['files'])} files, "
+          f"{host['bytes'] / 1e6:.1f} MB read")
+    threads = [k for k in host if k.endswith("threads") or k.endswith("thread")]
+    one = host["1 thread"]
+    for k in threads:
+        print(f"host, mounted image, scan with {k:10} {host[k] * 1000:8.1f} ms "
+              f"(ratio to 1 thread {host[k] / one:.2f})")
+
+
+if __name__ == "__main__":
+    main()
