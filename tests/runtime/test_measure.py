@@ -164,7 +164,7 @@ def test_the_same_tree_elsewhere_measures_the_same(tmp_path: Path) -> None:
     assert measure(str(tmp_path / "a"), plan_a) == measure(str(tmp_path / "b"), plan_b)
 
 
-def test_many_files_are_hashed_in_batches_in_order(tmp_path: Path,
+def test_many_entries_are_hashed_in_batches_in_order(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     plan = tree(tmp_path)
     (tmp_path / "app/many").mkdir()
@@ -194,10 +194,11 @@ def test_a_file_swapped_for_a_link_after_listing_is_not_followed(tmp_path: Path)
     (tmp_path / "secret").write_text("x")
     os.symlink(tmp_path / "secret", tmp_path / "link")
     with pytest.raises(MeasurementError, match="cannot read"):
-        m._hash_batch([str(tmp_path / "link")])
+        buf = bytearray(16)
+        m._file_sha256("/link", str(tmp_path / "link"), buf, memoryview(buf))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(command=st.text(min_size=1, max_size=20), value=st.text(max_size=20),
        pwd=st.sampled_from(["/app", "/srv"]))
 def test_command_pwd_and_local_env_are_measured(tmp_path_factory: pytest.TempPathFactory,
@@ -216,3 +217,11 @@ def test_command_pwd_and_local_env_are_measured(tmp_path_factory: pytest.TempPat
     ]
     digests = {digest_of(entries, v) for v in variants}
     assert base not in digests and len(digests) == 3
+
+
+def test_an_entry_that_changes_kind_while_measured_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    with pytest.raises(MeasurementError, match="/d changed while it was measured"):
+        m._entries([("/d", str(tmp_path / "d"), False)], os.lstat(tmp_path).st_dev)
+    with pytest.raises(MeasurementError, match="/d is on another filesystem"):
+        m._entries([("/d", str(tmp_path / "d"), True)], os.lstat(tmp_path).st_dev + 1)

@@ -17,8 +17,10 @@ type is one of `d f l c b p s`, mode the permission bits in octal, uid/gid decim
 SHA-256 of a file's content, a link's target, `major:minor` of a device, else empty. No field
 can hold a NUL byte, so the encoding is unambiguous. Links are never followed.
 
-Files are hashed in parallel threads (`hashlib` releases the GIL while it hashes), each opened
-with O_NOFOLLOW|O_NONBLOCK so a swapped-in link or FIFO is an error, not a detour or a hang.
+Entries are stat-ed and files hashed in parallel threads (system calls and `hashlib` release the
+GIL), each file opened with O_NOFOLLOW|O_NONBLOCK so a swapped-in link or FIFO is an error, not
+a detour or a hang. Every entry is read: nothing an attacker could forge (timestamps, a cache
+in the image) can stand in for the content.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ RUNTIME_PATHS = (
     "/sys", "/tmp", "/var/tmp",
 )
 _CHUNK = 1 << 18
-_BATCH = 64  # files per hashing task
+_BATCH = 128  # entries per task of the hashing threads
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _KINDS = {
     stat.S_IFDIR: "d", stat.S_IFREG: "f", stat.S_IFLNK: "l", stat.S_IFCHR: "c",
@@ -135,22 +137,46 @@ def is_excluded(path: str, exclude: list[str] | tuple[str, ...]) -> bool:
                                                                       exclude))
 
 
-def _hash_batch(paths: list[str]) -> list[str]:
+def _file_sha256(ip: str, hp: str, buf: bytearray, view: memoryview) -> str:
+    try:
+        fd = os.open(hp, _OPEN)
+    except OSError as err:
+        raise MeasurementError(f"cannot read {ip}: {err.strerror}") from None
+    try:
+        h = hashlib.sha256()
+        while n := os.readv(fd, [buf]):
+            h.update(view[:n])  # releases the GIL for all but the smallest reads
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
+def _entries(items: list[tuple[str, str, bool]], root_dev: int) -> list[Entry]:
+    """One batch of (image path, host path, walked as a directory): stat, read, hash."""
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
     out = []
-    for p in paths:
+    for ip, hp, walked in items:
         try:
-            fd = os.open(p, _OPEN)
+            st = os.lstat(hp)
         except OSError as err:
-            raise MeasurementError(f"cannot read {p}: {err.strerror}") from None
-        try:
-            h = hashlib.sha256()
-            while n := os.readv(fd, [buf]):
-                h.update(view[:n])
-        finally:
-            os.close(fd)
-        out.append(h.hexdigest())
+            raise MeasurementError(f"cannot read {ip}: {err.strerror}") from None
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "?")
+        value = ""
+        if kind == "f":
+            value = _file_sha256(ip, hp, buf, view)
+        elif kind == "l":
+            value = os.readlink(hp)
+        elif kind in ("c", "b"):
+            value = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        elif kind == "d" and st.st_dev != root_dev:
+            raise MeasurementError(
+                f"{ip} is on another filesystem than the image's root (a mount over a "
+                "measured path)"
+            )
+        if (kind == "d") != walked:
+            raise MeasurementError(f"{ip} changed while it was measured")
+        out.append(Entry(ip, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, value))
     return out
 
 
@@ -161,85 +187,58 @@ def _threads() -> int:
 def scan(root: str, plan: MeasurementPlan) -> list[Entry]:
     """Every measured entry under `root` (the image's `/`; a mounted image at build time),
     sorted by path. Raises MeasurementError naming a path that cannot be read, or a directory
-    that lies on another filesystem than `root` (a mount the measurement must not cross)."""
+    that lies on another filesystem than `root` (a mount the measurement must not cross).
+
+    This thread only lists directories; batches of entries are stat-ed, read and hashed by a
+    pool of threads while it goes on (system calls and hashing release the GIL)."""
     excluded = {posixpath.normpath(e) for e in plan.exclude}
     root = os.path.abspath(root)
     root_dev = os.lstat(root).st_dev
-    rows: list[list[Any]] = []  # [path, kind, mode, uid, gid, value]; files get theirs later
-    files: list[tuple[int, str]] = []  # (row index, host path) still to hash
-    seen_inodes: dict[tuple[int, int], int] = {}
-    links: list[tuple[int, int]] = []  # (row index, row index of the first name of the inode)
-    futures: list[tuple[list[int], Future[list[str]]]] = []
-    pool = ThreadPoolExecutor(max_workers=_threads())
+    batch: list[tuple[str, str, bool]] = []
+    futures: list[Future[list[Entry]]] = []
+    with ThreadPoolExecutor(max_workers=_threads()) as pool:
 
-    def flush() -> None:
-        if files:
-            idx = [i for i, _ in files]
-            futures.append((idx, pool.submit(_hash_batch, [hp for _, hp in files])))
-            files.clear()
+        def add(ip: str, hp: str, is_dir: bool) -> None:
+            batch.append((ip, hp, is_dir))
+            if len(batch) >= _BATCH:
+                futures.append(pool.submit(_entries, batch[:], root_dev))
+                batch.clear()
 
-    def add(ip: str, hp: str, st: os.stat_result) -> bool:
-        """Record one entry; True when it is a directory to walk."""
-        fmt = stat.S_IFMT(st.st_mode)
-        kind = _KINDS.get(fmt, "?")
-        value = ""
-        row = [ip, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, value]
-        if kind == "l":
-            row[5] = os.readlink(hp)
-        elif kind in ("c", "b"):
-            row[5] = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-        elif kind == "f":
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in seen_inodes:  # hard links: read the content once
-                links.append((len(rows), seen_inodes[key]))
-            else:
-                if st.st_nlink > 1:
-                    seen_inodes[key] = len(rows)
-                files.append((len(rows), hp))
-                if len(files) >= _BATCH:
-                    flush()
-        elif kind == "d" and st.st_dev != root_dev:
-            raise MeasurementError(
-                f"{ip} is on another filesystem than the image's root (a mount over a "
-                "measured path)"
-            )
-        rows.append(row)
-        return kind == "d"
-
-    try:
-        stack: list[tuple[str, str]] = []
-        for r in sorted({posixpath.normpath(r) for r in plan.roots}):
-            if is_excluded(r, tuple(excluded)):
-                continue
-            hp = os.path.join(root, r.lstrip("/"))
-            try:
-                st = os.lstat(hp)
-            except FileNotFoundError:
-                raise MissingFileError(r) from None
-            if add(r, hp, st):
-                stack.append((r, hp))
-        while stack:
-            ip, hp = stack.pop()
-            prefix = "/" if ip == "/" else ip + "/"
-            try:
-                with os.scandir(hp) as it:
-                    children = [(prefix + de.name, de.path) for de in it]
-            except OSError as err:
-                raise MeasurementError(f"cannot list {ip}: {err.strerror}") from None
-            for cip, chp in children:
-                if cip in excluded:
+        try:
+            stack: list[tuple[str, str]] = []
+            for r in sorted({posixpath.normpath(r) for r in plan.roots}):
+                if is_excluded(r, tuple(excluded)):
                     continue
-                if add(cip, chp, os.lstat(chp)):
-                    stack.append((cip, chp))
-        flush()
-        for idx, fut in futures:
-            for i, digest in zip(idx, fut.result(), strict=True):
-                rows[i][5] = digest
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    for i, first in links:
-        rows[i][5] = rows[first][5]
-    out = {r[0]: Entry(*r) for r in rows}  # overlapping roots name some entries twice
+                hp = os.path.join(root, r.lstrip("/"))
+                try:
+                    is_dir = stat.S_ISDIR(os.lstat(hp).st_mode)
+                except FileNotFoundError:
+                    raise MissingFileError(r) from None
+                add(r, hp, is_dir)
+                if is_dir:
+                    stack.append((r, hp))
+            while stack:
+                ip, hp = stack.pop()
+                prefix = "/" if ip == "/" else ip + "/"
+                try:
+                    with os.scandir(hp) as it:
+                        for de in it:
+                            cip = prefix + de.name
+                            if cip in excluded:
+                                continue
+                            is_dir = de.is_dir(follow_symlinks=False)
+                            add(cip, de.path, is_dir)
+                            if is_dir:
+                                stack.append((cip, de.path))
+                except OSError as err:
+                    raise MeasurementError(f"cannot list {ip}: {err.strerror}") from None
+            if batch:
+                futures.append(pool.submit(_entries, batch[:], root_dev))
+            out = {e.path: e for f in futures for e in f.result()}  # roots may overlap
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
     return sorted(out.values(), key=lambda e: os.fsencode(e.path))
 
 
