@@ -14,8 +14,9 @@ Rows, each the median of N interleaved runs:
 
     python3 bench/bench_launch.py [--runs 15]
 
-Needs buildah, podman and the base image's root filesystem (the first run on a machine
-bootstraps it with debootstrap, ~40 s, cached under $VEIL_TEST_CACHE or /var/tmp/veil-test-cache).
+Needs buildah, podman, docker-registry and the base image's root filesystem (the first run on a
+machine bootstraps it with debootstrap, ~40 s, cached under $VEIL_TEST_CACHE or
+/var/tmp/veil-test-cache).
 """
 
 from __future__ import annotations
@@ -38,10 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import free_port  # noqa: E402
-from tests.image.support import hello_service, use_project_containers_conf  # noqa: E402
+from tests.image.support import (  # noqa: E402
+    _remove_local_images,
+    _start_registry,
+    hello_service,
+    use_project_containers_conf,
+)
 
-IMAGE = "localhost/veil-bench/launch-hello:1"
-BASE = "localhost/veil-bench/python:bookworm"
+IMAGE = ""  # set in main(): REGISTRY/bench/launch-hello:1, built locally (not pushed)
 
 # Runs inside the container: each case as a child process, interleaved, N times; prints JSON.
 HARNESS = r"""
@@ -54,7 +59,7 @@ cases = {
     "measure": (launcher + ["--print-measurement"], {"PATH": "/usr/bin:/bin"}),
     "attested": (launcher, cas_env),
 }
-out = {k: {"times": [], "rss": []} for k in cases}
+out = {k: {"times": [], "rss": [], "cpu": []} for k in cases}
 for i in range(n + 1):
     for name, (argv, env) in cases.items():
         t0 = time.perf_counter()
@@ -67,6 +72,7 @@ for i in range(n + 1):
         if i:  # the first round warms the page cache
             out[name]["times"].append(dt)
             out[name]["rss"].append(usage.ru_maxrss)
+            out[name]["cpu"].append(usage.ru_utime + usage.ru_stime)
 print(json.dumps(out))
 """
 
@@ -156,7 +162,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
     args = ap.parse_args()
-    for tool in ("buildah", "podman"):
+    for tool in ("buildah", "podman", "docker-registry"):
         if not shutil.which(tool):
             raise SystemExit(f"needs {tool}")
     work = Path(tempfile.mkdtemp(prefix="veil-bench-launch-"))
@@ -165,15 +171,23 @@ def main() -> None:
     use_project_containers_conf()
     env.update({k: os.environ[k] for k in os.environ if k.startswith("CONTAINERS_")})
     cas_proc = None
+    registry, reg_proc, reg_dir = _start_registry()
+    global IMAGE
+    IMAGE = f"{registry}/bench/launch-hello:1"
     try:
         from veil.image.base import create_python_base
 
+        base = f"{registry}/veil/python:bookworm"
         cache = Path(os.environ.get("VEIL_TEST_CACHE", "/var/tmp/veil-test-cache"))
-        create_python_base(BASE, cache=cache, push=False)
-        manifest = hello_service(work / "src", "localhost", BASE, name="launch-hello")
-        manifest.write_text(manifest.read_text().replace("localhost/test/launch-hello:1", IMAGE))
-        subprocess.run([sys.executable, "-m", "veil", "apply", "-f", str(manifest), "--no-push"],
-                       cwd=work / "src", env=env, check=True, capture_output=True)
+        create_python_base(base, cache=cache)
+        manifest = hello_service(work / "src", registry, base, name="launch-hello")
+        manifest.write_text(manifest.read_text().replace("/test/launch-hello:1",
+                                                         "/bench/launch-hello:1"))
+        proc = subprocess.run(
+            [sys.executable, "-m", "veil", "apply", "-f", str(manifest), "--no-push"],
+            cwd=work / "src", env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"veil apply failed:\n{proc.stdout}{proc.stderr}")
         ctx = work / "src/target/launch-hello"
         desc = json.loads((ctx / "description.json").read_text())
         addr, key, cas_proc = start_cas(work, env)
@@ -185,7 +199,10 @@ def main() -> None:
         if cas_proc is not None:
             os.kill(cas_proc.pid, signal.SIGTERM)
             cas_proc.wait()
-        subprocess.run(["buildah", "rmi", IMAGE], capture_output=True, check=False)
+        os.kill(reg_proc.pid, signal.SIGTERM)
+        reg_proc.wait()
+        _remove_local_images(registry)
+        shutil.rmtree(reg_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -211,19 +228,21 @@ def run_bench(n: int, addr: str, key: str, plan_json: str) -> None:
         return statistics.median(xs) * 1000
 
     base = med(inside["program"]["times"])
-    print(f"\nlaunch of the hello-user image, median of {n} interleaved runs; MiB = peak RSS\n")
-    print(f"{'case':50} {'ms':>8} {'MiB':>6} {'+ms vs base':>12} {'ratio':>6}")
+    print(f"\nlaunch of the hello-user image, median of {n} interleaved runs; MiB = peak RSS; "
+          "CPU ms = user + system time of the process (its threads added up)\n")
+    print(f"{'case':46} {'wall ms':>8} {'+ms':>8} {'ratio':>6} {'CPU ms':>8} {'MiB':>6}")
     for label, name in (("in container: program directly (baseline)", "program"),
                         ("in container: launcher, measurement only", "measure"),
                         ("in container: launcher → CAS → exec program", "attested")):
         t = med(inside[name]["times"])
+        cpu = med(inside[name]["cpu"])
         rss = max(inside[name]["rss"]) / 1024
-        print(f"{label:50} {t:8.1f} {rss:6.1f} {t - base:12.1f} {t / base:6.2f}")
+        print(f"{label:46} {t:8.1f} {t - base:8.1f} {t / base:6.2f} {cpu:8.1f} {rss:6.1f}")
     pd, pa = med(direct), med(attested)
-    print(f"{'podman run: straight into the program (baseline)':50} {pd:8.1f} {'-':>6} "
-          f"{0.0:12.1f} {1.0:6.2f}")
-    print(f"{'podman run: through the launcher, attested':50} {pa:8.1f} {'-':>6} "
-          f"{pa - pd:12.1f} {pa / pd:6.2f}")
+    print(f"{'podman run: straight into the program (base)':46} {pd:8.1f} {0.0:8.1f} "
+          f"{1.0:6.2f} {'-':>8} {'-':>6}")
+    print(f"{'podman run: through the launcher, attested':46} {pa:8.1f} {pa - pd:8.1f} "
+          f"{pa / pd:6.2f} {'-':>8} {'-':>6}")
     print(f"\nmeasured: {int(host['entries'])} entries, {int(host['files'])} files, "
           f"{host['bytes'] / 1e6:.1f} MB read")
     threads = [k for k in host if k.endswith("threads") or k.endswith("thread")]
