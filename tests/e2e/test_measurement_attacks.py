@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Cas
-from tests.e2e.test_tamper import podman_run, session_from
+from tests.e2e.meshes import mesh_apply
+from tests.e2e.test_tamper import podman_run
 from tests.image.support import hello_service, need
 from veil.cli import main
 from veil.image.tools import container_env
@@ -33,7 +34,8 @@ LIBDIR = "usr/lib/x86_64-linux-gnu"
 # what a planted payload would do: tell whether it ran next to the provisioned secrets
 PAYLOAD = ("import os, sys; sys.stderr.write('PWNED %s\\n' % ('API_PASSWORD' in os.environ))"
            "\n")
-CAS_REFUSED = r"CAS refused to configure e2e-attacks/attacked/hello: measurement does not match"
+CAS_REFUSED = (r"CAS refused to configure e2e-attacks/attacked/attacked: measurement does not "
+               "match")
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def altered(image: str, name: str, edit: Callable[[Path], object]) -> str:
 @pytest.fixture(scope="module")
 def target(registry: str, base_image: str, cas: Cas, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Target]:
-    """The hello-user image (built once, kept local) and a debug session made for it."""
+    """The hello-user image (built once) and its debug session, from mesh apply."""
     need("buildah", "podman")
     tmp = tmp_path_factory.mktemp("attacks")
     manifest = hello_service(tmp / "src", registry, base_image, name="e2e-attack")
@@ -74,13 +76,11 @@ def target(registry: str, base_image: str, cas: Cas, tmp_path_factory: pytest.Te
         mp.setenv("VEIL_HOME", str(tmp / "home"))
         mp.setenv("VEIL_CONFIG_DIR", str(tmp / "config"))
         mp.chdir(tmp / "src")
-        assert main(["apply", "-f", str(manifest), "--no-push"]) == 0
+        assert main(["apply", "-f", str(manifest)]) == 0
         desc = json.loads((tmp / "src/target/e2e-attack/description.json").read_text())
-        doc = tmp / "session.json"
-        doc.write_text(json.dumps(session_from(desc, "attacked")))
-        assert main(["session", "create", "-f", str(doc), "-n", "e2e-attacks", "--cas", cas.addr,
-                     "--cas-key", cas.key]) == 0
-        yield Target(desc["image"], "e2e-attacks/attacked/hello", desc["measurement"], tmp)
+        ids = mesh_apply(tmp / "mesh", cas, "e2e-attacks", {"attacked": desc["image"]},
+                         {"API_USER": "myself"})
+        yield Target(desc["image"], ids["attacked"], desc["measurement"], tmp)
 
 
 def assert_refused(proc: subprocess.CompletedProcess[str], reason: str) -> None:
