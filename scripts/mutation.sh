@@ -9,7 +9,7 @@
 #   scripts/mutation.sh simulation judge   only those (by the names in the table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cosmic-ray >/dev/null || { echo "cosmic-ray is not installed (pip install cosmic-ray)" >&2; exit 2; }
+command -v cosmic-ray >/dev/null || { echo "cosmic-ray is not installed (pip install 'veil[mutation]')" >&2; exit 2; }
 
 # name | module | tests that must kill its mutants (fast: no servers)
 MODULES=(
