@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Cas
-from tests.e2e.test_tamper import podman_run, session_from
+from tests.e2e.meshes import mesh_apply
+from tests.e2e.test_tamper import podman_run
 from tests.image.support import need
 from veil.cli import main
 from veil.image.tools import container_env
@@ -63,11 +64,9 @@ def java_hello(registry: str, java_base: str, cas: Cas,
         assert main(["apply", "-f", "service.yaml"], prog="sconectl") == 0
         desc = json.loads((src / "target/java_hello_user/description.json").read_text())
         assert desc["kind"] == "java17" and desc["argv"] == ["java", "-jar", "app.jar"]
-        doc = tmp / "session.json"
-        doc.write_text(json.dumps(session_from(desc, "java")))
-        assert main(["session", "create", "-f", str(doc), "-n", "e2e-java", "--cas", cas.addr,
-                     "--cas-key", cas.key]) == 0
-        yield src, "e2e-java/java/hello"
+        ids = mesh_apply(tmp / "mesh", cas, "e2e-java",
+                         {"java": f"{registry}/test/java-hello:1"}, {"API_USER": "myself"})
+        yield src, ids["java"]
 
 
 def test_java_program_runs_behind_the_launcher(java_hello: tuple[Path, str], registry: str,
