@@ -101,4 +101,4 @@ def test_the_jvm_is_measured(java_hello: tuple[Path, str], registry: str, cas: C
     proc = podman_run(f"{registry}/test/java-hello:evil", cas, config_id)
     assert proc.returncode != 0
     assert "Hello" not in proc.stdout
-    assert "CAS refused to configure e2e-java/java/hello" in proc.stderr
+    assert f"CAS refused to configure {config_id}" in proc.stderr
