@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -90,3 +91,12 @@ def test_sconectl_names_itself(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("sconectl 0")
     assert cli.main(["-vvvv", "--help"], prog="sconectl") == 0
     assert capsys.readouterr().out.startswith("Usage: sconectl [OPTIONS]")
+
+
+def test_a_service_dry_run_loads_no_mesh_cas_or_registry_client(tmp_path: Path) -> None:
+    hello = Path(__file__).resolve().parents[2] / "examples" / "hello-user" / "service.yaml"
+    loaded = _modules_after("apply", "-f", str(hello), "--dry-run", "-t", str(tmp_path / "t"))
+    unwanted = sorted(m for m in loaded if m.split(".")[0] in (
+        "httpx", "fastapi", "sqlalchemy", "cryptography", "uvicorn")
+        or m.startswith(("veil.mesh", "veil.cas")))
+    assert unwanted == []

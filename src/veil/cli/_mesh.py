@@ -7,8 +7,6 @@ from veil.cli._app import state
 from veil.errors import Problem
 from veil.manifest.description import ServiceDescription
 from veil.manifest.load import Loaded
-from veil.mesh.descriptions import IndexThenRegistry
-from veil.mesh.descriptions import descriptions_for as _lookup
 from veil.resolve.env import Origin
 
 __all__ = ["descriptions_for", "print_warnings"]
@@ -23,6 +21,10 @@ def descriptions_for(doc: Loaded, *, pull: bool = True) -> tuple[
         dict[str, ServiceDescription], dict[str, dict[str, Origin]]]:
     """Each image's description, and file:line of its values where known (`pull=False`: the
     local index only, never a registry)."""
+    # the mesh use case loads CAS and registry clients: not for a service's `apply --dry-run`
+    from veil.mesh.descriptions import IndexThenRegistry
+    from veil.mesh.descriptions import descriptions_for as _lookup
+
     found = _lookup(doc, IndexThenRegistry(debug=state.debug, pull=pull))
     return ({image: f.description for image, f in found.items()},
             {image: dict(f.origins) for image, f in found.items() if f.origins})

@@ -16,7 +16,6 @@ import typer
 from veil.cli._app import state
 from veil.cli._apply_service import apply_service
 from veil.cli._mesh import descriptions_for, print_warnings
-from veil.cli._mesh_result import show_result
 from veil.cli._options import (
     ApplyOptions,
     Mode,
@@ -202,6 +201,8 @@ def _apply_mesh(doc: Loaded, options: ApplyOptions, diff: bool) -> None:
     with state.status("applying the mesh") as status:
         result = apply_mesh(doc, opts, descriptions=lookup,
                             progress=lambda _stage, msg: status.update(msg))
+    from veil.cli._mesh_result import show_result  # the mesh use case: load when used
+
     show_result(doc, result, diff=diff)
     if diff and result.cas_unreachable:
         raise OperationalError(f"--diff could not compare with CAS: {result.cas_unreachable}")
