@@ -19,7 +19,7 @@ mkdir -p "$DEMO_DIR/registry" "$DEMO_DIR/src"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 pids=()
 cleanup() {
-  veil down --volumes >/dev/null 2>&1 || true
+  [ -f "${MESH:-}" ] && { veil down -f "$MESH" --volumes >/dev/null 2>&1 || true; }
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
@@ -85,4 +85,4 @@ veil logs --mesh "$MESH" pythonapp | grep -q "Hello" && { echo "demo: the tamper
 echo "(refused by CAS, as it must be: the program never started)"
 
 step "8. veil down"
-veil down
+veil down -f "$MESH"
