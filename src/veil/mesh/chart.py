@@ -98,7 +98,9 @@ def chart_spec(doc: Loaded, result: MeshResult, options: MeshOptions) -> ChartSp
             tag=None if ref.digest else ref.tag, port=_port(result, s.name),
             cas_addr=result.cas_addr, cas_key=result.cas_key,
             config_id=result.config_id(s.name),
-            image_pull_secrets=_pull_secrets(result, s.name)))
+            image_pull_secrets=_pull_secrets(result, s.name),
+            templates=tuple(sorted(
+                (result.resolved.services[s.name].description.helm_template or {}).items()))))
     version = "0.1.0" if options.release_version is None else f"0.1.{options.release_version}"
     return ChartSpec(name=result.release, release=result.release, namespace=result.namespace,
                      version=version, app_version=options.app_version, subcharts=tuple(subs),
@@ -131,10 +133,18 @@ def render_manifests(chart_dir: Any, release: str, namespace: str) -> dict[str, 
 
 
 def check_chart_inputs(doc: Loaded, result: MeshResult) -> None:
-    """What the chart takes from the mesh, checked before anything is uploaded."""
+    """What the chart takes from the mesh, checked before anything is uploaded (a service's
+    own templates are filled once here, so a wrong placeholder stops the apply early)."""
     extra_values(doc, list(result.resolved.services))
     for name in result.resolved.services:
         _port(result, name)
+    from veil.deploy.chart.custom import custom_subchart
+    from veil.mesh.apply import MeshOptions
+
+    spec = chart_spec(doc, result, MeshOptions())
+    for sub in spec.subcharts:
+        if sub.templates:
+            custom_subchart(sub, spec, dict(sub.templates))
 
 
 def write_chart(doc: Loaded, result: MeshResult, options: MeshOptions, say: Progress) -> None:

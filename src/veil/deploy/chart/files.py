@@ -166,6 +166,8 @@ def _chart_yaml(name: str, version: str, app_version: str | None, description: s
 
 def _subchart(s: Subchart, spec: ChartSpec) -> dict[str, str]:
     base = f"charts/{s.service}/"
+    if s.templates:
+        return _custom(s, spec, base)
     out = {
         base + "Chart.yaml": _chart_yaml(
             s.service, spec.version, spec.app_version,
@@ -176,6 +178,20 @@ def _subchart(s: Subchart, spec: ChartSpec) -> dict[str, str]:
     }
     for path, text in TEMPLATES.items():
         out[base + path] = text.replace("@N@", s.service)
+    return out
+
+
+def _custom(s: Subchart, spec: ChartSpec, base: str) -> dict[str, str]:
+    from veil.deploy.chart.custom import custom_subchart
+
+    chart, own, files = custom_subchart(s, spec, dict(s.templates))
+    chart = {"apiVersion": "v2", **chart, "name": s.service, "version": spec.version}
+    chart.pop("dependencies", None)  # the umbrella holds the services; no charts of their own
+    out = {base + "Chart.yaml": _yaml(chart),
+           base + "values.yaml": _HEADER + _yaml(merge_values(own, s.values())),
+           base + "values.schema.json": _schema_text()}
+    out.update({base + p: t for p, t in files.items()})
+    out.setdefault(base + ".helmignore", "*.orig\n*.tmp\n")
     return out
 
 

@@ -33,6 +33,8 @@ class Subchart:
     image_pull_secrets: tuple[str, ...] = ()
     replicas: int = 1
     annotations: dict[str, str] = field(default_factory=dict)  # pod annotations
+    # the chart templates the service carries (`--helm-template DIR`): path -> text
+    templates: tuple[tuple[str, str], ...] = ()
 
     def values(self) -> dict[str, Any]:
         """The subchart's values.yaml, in the shape sconectl users know."""

@@ -1,0 +1,125 @@
+"""A service's subchart from the chart templates it carries (sconectl's `--helm-template DIR`).
+
+The folder is a Helm chart (`Chart.yaml`, `values.yaml`, `templates/*.yaml`, ...), optionally
+under a `charts/` folder as in sconectl's `templates-genservice` layout. Its files may hold
+Tera-style placeholders, `{{ name }}` and `{{ name | default(value="x") }}`, filled here at apply
+time from the mesh's facts about the service (`FACTS`); a name that is no fact is an error naming
+the service, the file and the placeholder. Everything else in `{{ }}` (`{{ .Values.x }}`,
+`{{ include "x" . }}`, `{{- end }}`) is Helm's and left to Helm.
+
+The facts are public: the image by digest, where CAS is, the config id. Nothing from the
+service's environment or session (CAS provisions those to the attested program) can reach a
+template. The subchart's values.yaml is the service's own merged under Veil's (image, scone
+block, ...: Veil's win), and Veil's values.schema.json guards it; `Chart.yaml` keeps its fields
+but gets the subchart's name and the umbrella's version (the umbrella depends on both).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from veil.deploy.chart.model import ChartSpec, Subchart
+from veil.errors import UserError
+from veil.resolve.template import TemplateError, render
+
+__all__ = ["FACTS", "custom_subchart", "facts", "template_paths"]
+
+FACTS = ("service_name", "name", "namespace", "release", "image", "image_name",
+         "image_repository", "image_digest", "image_tag", "port", "replicas", "cas_addr",
+         "cas_key", "config_id", "session", "version")
+
+# `{{ name }}` / `{{ a.b }}` / `{{ name | default(value="x") }}` (Tera); Helm's actions start
+# with `.`, `$`, `-`, or call a function with arguments, so none of them matches.
+_PLACEHOLDER = re.compile(
+    r"\{\{\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*"
+    r"(?:\|\s*(?:default|d)\s*\(\s*(?:value\s*=\s*)?(?:\"(?:[^\"\\]|\\.)*\"|'[^']*')\s*\)\s*)?"
+    r"\}\}")
+_GO_KEYWORDS = frozenset({"end", "else", "break", "continue", "nil", "true", "false"})
+_SEGMENT = re.compile(r"[A-Za-z0-9_.@+-][A-Za-z0-9_.@+ -]*")
+
+
+def template_paths(service: str, templates: Mapping[str, str]) -> dict[str, str]:
+    """The files relative to the subchart (a leading `charts/` folder dropped); a path that
+    could leave the subchart's folder is refused."""
+    for path in templates:
+        parts = path.split("/")
+        bad = (not path or path.startswith("/") or "\\" in path or "\0" in path
+               or any(p in ("", ".", "..") or not _SEGMENT.fullmatch(p) for p in parts))
+        if bad:
+            raise UserError(f"service `{service}`: its helm template file {path!r} is not a "
+                            "plain relative path inside the template folder",
+                            hint="names of letters, digits and ._-+@, no `..`, no `/` first")
+    if templates and all(p.startswith("charts/") for p in templates):
+        templates = {p.removeprefix("charts/"): t for p, t in templates.items()}
+    nested = sorted(p for p in templates if p.startswith("charts/"))
+    if nested:
+        raise UserError(f"service `{service}`: its helm template holds charts of its own "
+                        f"({nested[0]}); the mesh's umbrella chart holds the services",
+                        hint="one chart per service: Chart.yaml, values.yaml, templates/")
+    if not any(p.startswith("templates/") for p in templates):
+        raise UserError(f"service `{service}`: its helm template has no templates/ folder "
+                        f"(files: {', '.join(sorted(templates))})",
+                        hint="a Helm chart: Chart.yaml, values.yaml, templates/*.yaml")
+    return dict(templates)
+
+
+def facts(s: Subchart, spec: ChartSpec) -> dict[str, Any]:
+    image = f"{s.repository}@{s.digest}" if s.digest else f"{s.repository}:{s.tag or 'latest'}"
+    return {"service_name": s.service, "name": s.service, "namespace": spec.namespace,
+            "release": spec.release, "image": image, "image_name": image,
+            "image_repository": s.repository, "image_digest": s.digest or "",
+            "image_tag": s.tag or "", "port": s.port, "replicas": s.replicas,
+            "cas_addr": s.cas_addr, "cas_key": s.cas_key or "", "config_id": s.config_id,
+            "session": s.config_id.split("/")[1], "version": spec.version}
+
+
+def _fill(service: str, path: str, text: str, context: Mapping[str, Any]) -> str:
+    if "{%" in text:
+        raise UserError(f"service `{service}`: helm template {path}: `{{%` blocks are not "
+                        "supported", hint="placeholders {{ name }} and "
+                        "{{ name | default(value=\"x\") }}; Helm's own {{ .Values... }}")
+
+    def one(m: re.Match[str]) -> str:
+        name = m.group("name")
+        if name in _GO_KEYWORDS:
+            return m.group(0)
+        try:
+            return render(m.group(0), context)
+        except TemplateError:
+            line = text.count("\n", 0, m.start()) + 1
+            raise UserError(f"service `{service}`: helm template {path}:{line}: placeholder "
+                            f"`{name}` is not defined", hint="defined: " + ", ".join(FACTS)
+                            ) from None
+
+    return _PLACEHOLDER.sub(one, text)
+
+
+def _map(service: str, path: str, text: str) -> dict[str, Any]:
+    try:
+        data = YAML(typ="safe").load(io.StringIO(text))
+    except YAMLError as err:
+        raise UserError(f"service `{service}`: helm template {path} is not valid YAML: "
+                        f"{getattr(err, 'problem', None) or err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"service `{service}`: helm template {path} must be a YAML map")
+    return data
+
+
+def custom_subchart(s: Subchart, spec: ChartSpec, templates: Mapping[str, str]
+                    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(Chart.yaml fields, the service's own values, every other file), placeholders filled."""
+    context = facts(s, spec)
+    files = {p: _fill(s.service, p, t, context)
+             for p, t in template_paths(s.service, templates).items()}
+    chart = _map(s.service, "Chart.yaml", files.pop("Chart.yaml", ""))
+    values = _map(s.service, "values.yaml", files.pop("values.yaml", ""))
+    files.pop("values.schema.json", None)  # Veil's guards the values (digest, port, scone)
+    return chart, values, files
