@@ -21,7 +21,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c "import veil, pytest, hypothesis, schemathesis, confluent_kafka, psycopg2, pkcs11, websocket" 2>/dev/null || [ "${VEIL_SETUP_FORCE:-}" = 1 ]; then
+# pip runs when any declared dependency is missing or too old, or Veil is installed from another
+# checkout (scripts/deps_ok.py reads pyproject.toml, so a new dependency needs no edit here).
+if ! PYTHONPATH= python3 scripts/deps_ok.py || [ "${VEIL_SETUP_FORCE:-}" = 1 ]; then
   echo "setup: installing Veil and its test dependencies (pip)"
   python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 fi
