@@ -145,3 +145,53 @@ def test_values_files_read_back_as_the_values(tmp_path: Path) -> None:
 
     assert YAML(typ="safe").load((result.chart_dir / "values.yaml").read_text()) == \
         umbrella_values(spec)
+
+
+def test_host_paths_are_read_only_host_path_volumes(tmp_path: Path) -> None:
+    """`build.host_paths` become hostPath volumes of that service only, read-only at the path
+    the image's plan names; the values hold the list (a cluster may move it) and the schema
+    checks it. The other services' files stay as they were."""
+    doc, lookup = case("three-services")
+    plain = apply_mesh(doc, MeshOptions(target=tmp_path / "plain", dry_run=True),
+                       descriptions=lookup, connect=connect)
+    [api_image] = [i for i, d in lookup.by_image.items() if "api" in i]
+    by_image = dict(lookup.by_image)
+    by_image[api_image] = by_image[api_image].model_copy(
+        update={"host_paths": ["/etc/ssl/certs", "/usr/share/ca-certificates"]})
+    lookup = type(lookup)(by_image, lookup.digests)
+    result = apply_mesh(doc, MeshOptions(target=tmp_path / "t", dry_run=True),
+                        descriptions=lookup, connect=connect)
+    lint = helm_python.lint(str(result.chart_dir), strict=True, with_subcharts=True)
+    assert lint["errors"] == [] and all(m["severity"] <= 1 for m in lint["messages"]), lint
+    before, after = files(plain.chart_dir), files(result.chart_dir)
+    changed = sorted(p for p in after if after[p] != before.get(p))
+    assert changed == ["charts/api/templates/deployment.yaml", "charts/api/values.schema.json",
+                       "charts/api/values.yaml", "values.yaml"]
+    objects = _objects(result.chart_dir, "shop")
+    for o in objects:
+        kubernetes_validate.validate(o, "1.30.0", strict=True)
+    pods = {o["metadata"]["labels"]["app.kubernetes.io/name"]: o["spec"]["template"]["spec"]
+            for o in objects if o["kind"] == "Deployment"}
+    api = pods["api"]
+    assert api["volumes"] == [
+        {"name": "host-path-0", "hostPath": {"path": "/etc/ssl/certs", "type": "Directory"}},
+        {"name": "host-path-1",
+         "hostPath": {"path": "/usr/share/ca-certificates", "type": "Directory"}}]
+    assert api["containers"][0]["volumeMounts"] == [
+        {"name": "host-path-0", "mountPath": "/etc/ssl/certs", "readOnly": True},
+        {"name": "host-path-1", "mountPath": "/usr/share/ca-certificates", "readOnly": True}]
+    assert all("volumes" not in p and "volumeMounts" not in p["containers"][0]
+               for n, p in pods.items() if n != "api")
+    # a cluster keeps its certificates elsewhere: the values move the node's side only
+    moved = _objects(result.chart_dir, "shop", {"api": {"hostPaths": [
+        {"name": "certs", "mountPath": "/etc/ssl/certs", "hostPath": "/etc/pki/tls/certs"}]}})
+    [api] = [o["spec"]["template"]["spec"] for o in moved if o["kind"] == "Deployment"
+             and o["metadata"]["labels"]["app.kubernetes.io/name"] == "api"]
+    assert api["volumes"] == [{"name": "certs", "hostPath": {"path": "/etc/pki/tls/certs"}}]
+    assert api["containers"][0]["volumeMounts"] == [
+        {"name": "certs", "mountPath": "/etc/ssl/certs", "readOnly": True}]  # still read-only
+    for bad in ({"name": "Bad_Name", "mountPath": "/x"}, {"name": "x", "mountPath": "rel"},
+                {"name": "x", "mountPath": "/x", "type": "Nope"},
+                {"name": "x", "mountPath": "/x", "privileged": True}):
+        with pytest.raises(helm_python.HelmError):
+            _objects(result.chart_dir, "shop", {"api": {"hostPaths": [bad]}})

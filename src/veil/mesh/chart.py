@@ -100,7 +100,8 @@ def chart_spec(doc: Loaded, result: MeshResult, options: MeshOptions) -> ChartSp
             config_id=result.config_id(s.name),
             image_pull_secrets=_pull_secrets(result, s.name),
             templates=tuple(sorted(
-                (result.resolved.services[s.name].description.helm_template or {}).items()))))
+                (result.resolved.services[s.name].description.helm_template or {}).items())),
+            host_paths=tuple(result.resolved.services[s.name].description.host_paths)))
     version = "0.1.0" if options.release_version is None else f"0.1.{options.release_version}"
     return ChartSpec(name=result.release, release=result.release, namespace=result.namespace,
                      version=version, app_version=options.app_version, subcharts=tuple(subs),

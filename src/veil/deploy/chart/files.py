@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from veil.deploy.chart.model import ChartSpec, Subchart
-from veil.deploy.chart.templates import NOTES, TEMPLATES
+from veil.deploy.chart.templates import HOST_PATH_TEMPLATES, NOTES, TEMPLATES
 
 __all__ = ["chart_files", "merge_values", "umbrella_values", "values_schema"]
 
@@ -143,9 +143,28 @@ def values_schema() -> dict[str, Any]:
     }
 
 
+_HOST_PATHS = {
+    "type": "array",
+    "items": {
+        "type": "object", "required": ["name", "mountPath"], "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
+            "mountPath": {"type": "string", "pattern": "^/."},
+            "hostPath": {"type": "string", "pattern": "^/"},
+            "type": {"enum": ["", "Directory", "DirectoryOrCreate", "File", "FileOrCreate",
+                              "Socket", "CharDevice", "BlockDevice"]},
+            "readOnly": {"type": "boolean"},
+        },
+    },
+}
+
+
 @functools.cache
-def _schema_text() -> str:
-    return json.dumps(values_schema(), indent=2, sort_keys=True) + "\n"
+def _schema_text(host_paths: bool = False) -> str:
+    schema = values_schema()
+    if host_paths:  # only then: the schema of every other service stays as it was
+        schema["properties"]["hostPaths"] = _HOST_PATHS
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
 def umbrella_values(spec: ChartSpec) -> dict[str, Any]:
@@ -173,10 +192,10 @@ def _subchart(s: Subchart, spec: ChartSpec) -> dict[str, str]:
             s.service, spec.version, spec.app_version,
             f"Service {s.service} of the confidential mesh {spec.namespace}"),
         base + "values.yaml": _HEADER + _yaml(s.values()),
-        base + "values.schema.json": _schema_text(),
+        base + "values.schema.json": _schema_text(bool(s.host_paths)),
         base + ".helmignore": "*.orig\n*.tmp\n",
     }
-    for path, text in TEMPLATES.items():
+    for path, text in (HOST_PATH_TEMPLATES if s.host_paths else TEMPLATES).items():
         out[base + path] = text.replace("@N@", s.service)
     return out
 
@@ -189,7 +208,7 @@ def _custom(s: Subchart, spec: ChartSpec, base: str) -> dict[str, str]:
     chart.pop("dependencies", None)  # the umbrella holds the services; no charts of their own
     out = {base + "Chart.yaml": _yaml(chart),
            base + "values.yaml": _HEADER + _yaml(merge_values(own, s.values())),
-           base + "values.schema.json": _schema_text()}
+           base + "values.schema.json": _schema_text(bool(s.host_paths))}
     out.update({base + p: t for p, t in files.items()})
     out.setdefault(base + ".helmignore", "*.orig\n*.tmp\n")
     return out

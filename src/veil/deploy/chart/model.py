@@ -35,6 +35,9 @@ class Subchart:
     annotations: dict[str, str] = field(default_factory=dict)  # pod annotations
     # the chart templates the service carries (`--helm-template DIR`): path -> text
     templates: tuple[tuple[str, str], ...] = ()
+    # `build.host_paths`: host folders mounted read-only at the same path (the only mounts the
+    # launcher accepts outside its own); none: the values and templates stay as they were
+    host_paths: tuple[str, ...] = ()
 
     def values(self) -> dict[str, Any]:
         """The subchart's values.yaml, in the shape sconectl users know."""
@@ -56,7 +59,10 @@ class Subchart:
             "affinity": {},
             "scone": {"cas_addr": self.cas_addr, "cas_key": self.cas_key or "",
                       "config_id": self.config_id},
-        }
+        } | ({"hostPaths": [
+            {"name": f"host-path-{i}", "mountPath": p, "hostPath": p, "type": "Directory",
+             "readOnly": True} for i, p in enumerate(self.host_paths)]}
+            if self.host_paths else {})
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ the program's configuration comes from CAS after attestation, never from the cha
 
 from __future__ import annotations
 
-__all__ = ["HELPERS", "NOTES", "SERVICE_NOTES", "TEMPLATES"]
+__all__ = ["HELPERS", "HOST_PATH_TEMPLATES", "NOTES", "SERVICE_NOTES", "TEMPLATES"]
 
 HELPERS = """\
 {{/* Helpers of the @N@ subchart; prefixed: define names are global across subcharts. */}}
@@ -181,4 +181,40 @@ TEMPLATES = {
     "templates/service.yaml": SERVICE,
     "templates/serviceaccount.yaml": SERVICE_ACCOUNT,
     "templates/NOTES.txt": SERVICE_NOTES,
+}
+
+# A service with `build.host_paths` (the launcher accepts a mount there and nowhere else outside
+# its runtime paths): each `hostPaths` entry of the values is a hostPath volume and its mount.
+# Only such services get these lines, so every other chart stays byte for byte as it was.
+_MOUNTS = """\
+          {{- with .Values.hostPaths }}
+          volumeMounts:
+            {{- range . }}
+            - name: {{ .name }}
+              mountPath: {{ .mountPath | quote }}
+              readOnly: {{ if hasKey . "readOnly" }}{{ .readOnly }}{{ else }}true{{ end }}
+            {{- end }}
+          {{- end }}
+"""
+
+_VOLUMES = """\
+      {{- with .Values.hostPaths }}
+      volumes:
+        {{- range . }}
+        - name: {{ .name }}
+          hostPath:
+            path: {{ .hostPath | default .mountPath | quote }}
+            {{- with .type }}
+            type: {{ . }}
+            {{- end }}
+        {{- end }}
+      {{- end }}
+"""
+
+_ANCHOR = "      {{- with .Values.nodeSelector }}\n"
+assert DEPLOYMENT.count(_ANCHOR) == 1
+
+HOST_PATH_TEMPLATES = {
+    **TEMPLATES,
+    "templates/deployment.yaml": DEPLOYMENT.replace(_ANCHOR, _MOUNTS + _ANCHOR) + _VOLUMES,
 }
