@@ -122,6 +122,21 @@ def test_still_attesting_is_not_up(doc: Any) -> None:
     assert result.services[0].attested is None
 
 
+def test_the_init_process_keeps_the_launchers_arguments_and_is_ignored(doc: Any) -> None:
+    """podman's --init process 1 shows the container's first command (the launcher's) for
+    its whole life: the program that replaced the launcher is what counts."""
+    init = "/run/podman-init -- /usr/bin/python3 -I -B /opt/veil/launch.py"
+    runner = FakeRunner(behaviours={"reg.example/api": Behaviour(
+        processes=(init, "python3 app.py"))})
+    result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3), runner, apply=fake_apply())
+    assert [s.state for s in result.services] == ["up", "up"]
+    # control: with the launcher itself still running, not up
+    runner = FakeRunner(behaviours={"reg.example/api": Behaviour(
+        processes=(init, "/usr/bin/python3 -I -B /opt/veil/launch.py"))})
+    result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3), runner, apply=fake_apply())
+    assert [s.state for s in result.services] == ["failed", "up"]
+
+
 def test_port_taken_is_an_error_naming_the_service(doc: Any) -> None:
     runner = FakeRunner(taken_ports={8080})
     with pytest.raises(OperationalError, match=r"service store: port 127\.0\.0\.1:8080 is already"):

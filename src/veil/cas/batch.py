@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from veil.cas.core import Cas, Refusal, allowed
+from veil.cas.secrets import Material
 from veil.cas.sessions import (
     Prepared,
     SessionInfo,
@@ -76,10 +77,11 @@ def commit(
             raise Refusal(422, f"session {namespace}/{doc.name} appears twice")
         seen.add(doc.name)
     prepared: list[Prepared] = []
+    planned: dict[str, dict[str, Material]] = {}  # an issuer may come from an earlier one
     for doc in docs:
         try:
             prepare = prepare_update if doc.predecessor is not None else prepare_create
-            prepared.append(prepare(cas, namespace, doc, identity))
+            prepared.append(prepare(cas, namespace, doc, identity, planned))
         except Refusal as r:
             raise _named(namespace, doc.name, r) from None
     where = {"namespace": namespace, "actor": identity, "op": "transaction"}

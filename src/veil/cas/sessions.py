@@ -8,6 +8,7 @@ take a while) and kept when their definition's fingerprint is unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 from dataclasses import dataclass
@@ -69,10 +70,41 @@ def _order(doc: SessionDoc) -> list[SecretDef]:
     return done
 
 
+def _imported_dependencies(
+    cas: Cas, namespace: str, doc: SessionDoc, planned: dict[str, dict[str, Material]]
+) -> tuple[dict[str, Material], dict[str, str]]:
+    """The imported secrets this session's own ones are made from (a certificate whose issuer
+    is a CA another session exports to it), opened, and an identity of each for fingerprints.
+    Read from `planned` (sessions this transaction prepared before) or CAS; whether the source
+    exports them is checked when the session is written, before anything is stored. A missing
+    one gets the answer a non-exporting session gets (nothing learnt about other sessions)."""
+    deps = {d for s in doc.secrets if s.import_ is None
+            for d in (s.private_key, s.issuer) if d is not None}
+    out: dict[str, Material] = {}
+    ids: dict[str, str] = {}
+    for s in doc.secrets:
+        if s.import_ is None or s.name not in deps:
+            continue
+        src_ns, src_name, secret_name = import_source(s, namespace)
+        source = planned.get(f"{src_ns}/{src_name}")
+        if source is None:
+            source = cas.materials(src_ns, src_name)
+        m = source.get(secret_name)
+        if m is None:
+            raise Refusal(422, f"secret {s.name!r}: {src_ns}/{src_name} does not export "
+                          f"{secret_name!r} to {namespace}/{doc.name}")
+        out[s.name] = m
+        ids[s.name] = hmac.new(cas.keys.fingerprint, m.to_json(), hashlib.sha256).hexdigest()
+    return out, ids
+
+
 def _plan_secrets(
-    cas: Cas, namespace: str, doc: SessionDoc
+    cas: Cas, namespace: str, doc: SessionDoc,
+    planned: dict[str, dict[str, Material]] | None = None,
 ) -> tuple[dict[str, tuple[str, str, bytes]], set[str]]:
-    """(name → (kind, fingerprint, sealed)) for secrets to write, and names to delete."""
+    """(name → (kind, fingerprint, sealed)) for secrets to write, and names to delete. The
+    session's materials are recorded in `planned` (`namespace/session` → name → material) for
+    the sessions a transaction prepares after it."""
     problems = limits.doc_problems(namespace, doc)
     if problems:
         raise Refusal(422, "; ".join(problems))
@@ -96,8 +128,9 @@ def _plan_secrets(
             )
         }
     existing = cas.materials(namespace, doc.name) if stored else {}
-    fps: dict[str, str] = {}
-    resolved: dict[str, Material] = {}
+    planned = {} if planned is None else planned
+    imported, fps = _imported_dependencies(cas, namespace, doc, planned)
+    resolved: dict[str, Material] = dict(imported)
     writes: dict[str, tuple[str, str, bytes]] = {}
     for s in _order(doc):
         deps = [fps[d] for d in (s.private_key, s.issuer) if d is not None and d in fps]
@@ -110,7 +143,8 @@ def _plan_secrets(
         resolved[s.name] = m
         place = f"{namespace}/{doc.name}/{s.name}"
         writes[s.name] = (m.kind, fp, seal(cas.keys.seal, place, m))
-    removed = set(stored) - set(fps)
+    removed = set(stored) - set(fps) - set(imported)
+    planned[f"{namespace}/{doc.name}"] = {n: m for n, m in resolved.items() if n not in imported}
     problems = limits.answer_problems(doc, resolved)
     if problems:
         raise Refusal(422, "; ".join(problems))
@@ -308,13 +342,14 @@ class Prepared:
     head: Head | None  # the version an update replaces; None for a create
 
 
-def prepare_create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> Prepared:
+def prepare_create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None,
+                   planned: dict[str, dict[str, Material]] | None = None) -> Prepared:
     where = {"namespace": namespace, "session": doc.name, "actor": identity}
     if identity is None:
         raise _deny(cas, 401, "creating a session needs a registered client certificate", **where)
     if doc.predecessor is not None:
         raise Refusal(422, "a new session has no predecessor; leave `predecessor` out")
-    writes, _ = _plan_secrets(cas, namespace, doc)
+    writes, _ = _plan_secrets(cas, namespace, doc, planned)
     return Prepared(namespace, doc, session_hash(doc), writes, set(), None)
 
 
@@ -385,7 +420,8 @@ def create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> S
         raise
 
 
-def prepare_update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> Prepared:
+def prepare_update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None,
+                   planned: dict[str, dict[str, Material]] | None = None) -> Prepared:
     where = {"namespace": namespace, "session": doc.name, "actor": identity}
     head = cas.head(namespace, doc.name)
     if head is None:
@@ -402,7 +438,7 @@ def prepare_update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | No
             current=head.hash,
             **where,
         )
-    writes, removed = _plan_secrets(cas, namespace, doc)
+    writes, removed = _plan_secrets(cas, namespace, doc, planned)
     return Prepared(namespace, doc, session_hash(doc), writes, removed, head)
 
 

@@ -131,6 +131,9 @@ def _answers_local(port: int) -> bool:
 
 
 _LAUNCHER = "/opt/veil/launch.py"
+# `podman run --init`'s process 1: its arguments keep the container's first command line (the
+# launcher's) for as long as the container runs, whatever the launcher exec'd
+_INIT = "/run/podman-init "
 
 
 def _judge(c: Container, runner: Runner, since: float, port: int | None) -> ServiceStatus:
@@ -151,7 +154,7 @@ def _judge(c: Container, runner: Runner, since: float, port: int | None) -> Serv
     if c.state != "running":
         st.state = "starting"  # created, configured, ...: not yet running
         return st
-    procs = runner.processes(c.name)
+    procs = [p for p in runner.processes(c.name) if not p.startswith(_INIT)]
     if not procs or any(_LAUNCHER in p for p in procs):
         st.state = "starting"  # measuring and attesting (or between two `podman top`s)
         return st
