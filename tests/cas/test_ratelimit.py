@@ -44,13 +44,19 @@ def test_floods_of_anonymous_writes_are_limited_and_aggregated(
         assert lau.attest("shop/hello/app").status_code == 200
 
         csr = {"csr": pki.make_csr(pki.new_ec_key()).decode()}
+        started = time.monotonic()
         regs = [lau.http.post("/v1/clients", json=csr) for _ in range(45)]
-        assert [r.status_code for r in regs[:30]] == [200] * 30
+        elapsed = time.monotonic() - started
+        codes = [r.status_code for r in regs]
+        # a burst of 30 per source, alice's registration above already took one; then one
+        # every 2 s: a fast run gets exactly 29, a slow one a few refills more
+        assert codes[:29] == [200] * 29
+        assert codes.count(200) <= 29 + elapsed / 2 + 1 and set(codes) == {200, 429}
         limited = regs[-1]
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
         assert "too many registrations" in limited.json()["detail"]["reason"]
     registered = [e for e in _audit(server)[before:] if e["event"] == "register"]
-    assert 30 <= len(registered) < 45
+    assert len(registered) == codes.count(200)  # each accepted one audited once
 
 
 def test_aggregated_entries_count_every_refusal() -> None:

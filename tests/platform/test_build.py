@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SECRET = "s3cr3t-Value-7f1c9e"
 GREETING = 'hello "$HOME" \\ ${X:-y} \'q\''  # quotes, variables, a backslash: labelled as is
-DOCKERFILE = """\
+# A step unique to this run: buildah's layer cache outlives a run (same base image id), and a
+# cached RUN prints nothing
+RUN_ID = uuid.uuid4().hex
+DOCKERFILE = f"""\
 ARG BASE_IMAGE
-FROM ${BASE_IMAGE}
+FROM ${{BASE_IMAGE}}
+RUN echo "run {RUN_ID}"
 ARG GREETING
 RUN echo "building with $GREETING"
 RUN --mount=type=secret,id=TOKEN sha256sum /run/secrets/TOKEN | cut -c1-64 > /token.sha \\

@@ -43,7 +43,6 @@ class Outcome:
     digests: dict[str, str] = field(default_factory=dict)  # registry → manifest digest
     images: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)  # registry → why the push failed
-    local: list[str] = field(default_factory=list)  # local tags to remove once recorded
 
 
 def remove_local(refs: list[str]) -> None:
@@ -166,26 +165,22 @@ def run_build(job: Job, req: ContainerBuildRequest, secrets: dict[str, str], wor
     finally:
         shutil.rmtree(work / "secrets", ignore_errors=True)
 
-    outcome = Outcome(images=[], local=refs)
-    try:
-        for registry, reg_refs in req.image_refs().items():
-            job.step(f"pushing to {registry}")
-            try:
-                for i, ref in enumerate(reg_refs):
-                    digest = _push(job, ref, work / f"digest-{len(outcome.images)}", registry)
-                    outcome.digests.setdefault(registry, digest)
-                    outcome.images.append(f"{ref}@{digest}")
-                    if i and digest != outcome.digests[registry]:
-                        raise BuildFailed(f"the registry {registry} stored {ref} as {digest}, "
-                                          f"not {outcome.digests[registry]}")
-            except BuildFailed as err:
-                outcome.failures[registry] = err.reason
-                outcome.digests.pop(registry, None)
-    except BaseException:
-        remove_local(refs)
-        raise
+    outcome = Outcome(images=[])
+    job.local_tags = refs  # untagged by the pool later, whatever happens from here on
+    for registry, reg_refs in req.image_refs().items():
+        job.step(f"pushing to {registry}")
+        try:
+            for i, ref in enumerate(reg_refs):
+                digest = _push(job, ref, work / f"digest-{len(outcome.images)}", registry)
+                outcome.digests.setdefault(registry, digest)
+                outcome.images.append(f"{ref}@{digest}")
+                if i and digest != outcome.digests[registry]:
+                    raise BuildFailed(f"the registry {registry} stored {ref} as {digest}, "
+                                      f"not {outcome.digests[registry]}")
+        except BuildFailed as err:
+            outcome.failures[registry] = err.reason
+            outcome.digests.pop(registry, None)
     if outcome.failures:
-        remove_local(refs)
         names = ", ".join(outcome.failures)
         failed = BuildFailed(f"pushing to the registr{'ies' if len(outcome.failures) > 1 else 'y'} "
                           f"{names} failed:\n" + "\n".join(outcome.failures.values()))

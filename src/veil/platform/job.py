@@ -88,6 +88,7 @@ class Job:
         self._lock = threading.Lock()
         self.abort_reason: str | None = None
         self.cancelled = False
+        self.local_tags: list[str] = []  # what the build tagged in local storage
 
     def mask(self, text: str) -> str:
         for value, name in self._secrets:

@@ -59,6 +59,7 @@ class WorkerPool:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._untag: list[tuple[float, list[str]]] = []  # (when finished, local tags)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -80,6 +81,7 @@ class WorkerPool:
             job.abort("the platform process running it stopped")
         for t in self._threads:
             t.join(timeout)
+        self._untag_idle(time.monotonic() + self.UNTAG_GRACE)  # stopping: nothing runs or pulls
 
     def wake(self) -> None:
         self._wake.set()
@@ -145,7 +147,7 @@ class WorkerPool:
                               images=outcome.images)
         except SQLAlchemyError as err:
             log.error("build %s: cannot record its outcome: %s", row.id, err)
-        remove_local(outcome.local)  # after the digests are recorded: not on the build's clock
+        self._untag_later(job.local_tags)
         if self.settings.retention <= 0:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -177,9 +179,30 @@ class WorkerPool:
             self._last_reap = now
             for build_id in self.store.reap(self.settings.lease, self._dead_workers()):
                 log.warning("build %s: its worker stopped; marked failed", build_id)
+        self._untag_idle(now)
         if force or now - self._last_clean >= max(1.0, min(60.0, self.settings.retention / 2)):
             self._last_clean = now
             self._clean_work_dirs()
+
+    # Untagging a finished build's image can delete layers that a running build's cache lookup
+    # or a pull of the same image is using this very moment (buildah: "layer not known"). So
+    # finished builds' tags are removed only while no build of this pool runs (the pool's lock
+    # held, so none starts meanwhile) and after a grace period for whoever pulls the result.
+    UNTAG_GRACE = 30.0
+
+    def _untag_later(self, refs: list[str]) -> None:
+        if refs:
+            with self._lock:
+                self._untag.append((time.monotonic(), list(refs)))
+
+    def _untag_idle(self, now: float) -> None:
+        with self._lock:
+            if self._jobs or not self._untag:
+                return
+            due = [refs for t, refs in self._untag if now - t >= self.UNTAG_GRACE]
+            self._untag = [(t, refs) for t, refs in self._untag if now - t < self.UNTAG_GRACE]
+            for refs in due:
+                remove_local(refs)
 
     def _dead_workers(self) -> list[str]:
         """Workers of this host whose process is gone (killed, crashed, restarted)."""
