@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,12 @@ import pytest
 from tests.conftest import free_port
 from tests.image.support import _start_registry, base_image, need, registry
 from tests.postgres import postgres
+
+# The base of the test Dockerfiles, with a step unique to this run: buildah's layer cache
+# outlives a run (the cached base image has the same id every time), and a cached step neither
+# prints nor sleeps, so a test that counts on a RUN really running would pass or fail by history.
+RUN_ID = uuid.uuid4().hex
+BASE = f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nLABEL io.veil.test.run={RUN_ID}\n"
 
 __all__ = ["base_image", "registry"]
 

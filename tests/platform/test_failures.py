@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.platform.conftest import GitServer, Link, PlatformServer, request
+from tests.platform.conftest import BASE, GitServer, Link, PlatformServer, request
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BASE = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
 
 
 def _build(platform: PlatformServer, git_server: GitServer, registry: str, base_image: str,

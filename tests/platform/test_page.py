@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.platform.browser import Browser
-from tests.platform.conftest import GitServer, PlatformServer, request
+from tests.platform.conftest import BASE, GitServer, PlatformServer, request
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BASE = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
 
 
 @pytest.fixture

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.platform.conftest import GitServer, PlatformServer, request
+from tests.platform.conftest import BASE, GitServer, PlatformServer, request
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BASE = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
 
 
 def test_two_processes_share_the_queue_and_survive_a_kill(

@@ -46,9 +46,11 @@ class Outcome:
 
 
 def remove_local(refs: list[str]) -> None:
-    """Untag the local copies (the layer cache stays)."""
-    if refs:
-        subprocess.run(["buildah", "rmi", *refs], env=container_env(), capture_output=True,
+    """Take the names off the local copies. Only the names: `rmi` would also delete the image's
+    layers, which a concurrent build's cache lookup or a pull of the same image (of this or
+    another process sharing the storage) may be using ("layer not known")."""
+    for ref in refs:
+        subprocess.run(["podman", "untag", ref], env=container_env(), capture_output=True,
                        check=False)
 
 
