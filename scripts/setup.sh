@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Installed without recommends, so everything relied on is named here (tests/setup checks it):
-# catatonit is podman's --init, golang-github-containernetworking-plugin-dnsname lets the
-# services of a `veil up` mesh find each other by name, gettext-base is envsubst, curl the
-# demo's readiness probe, openjdk-17-jdk-headless builds the Java example's jar.
-APT_PACKAGES=(buildah podman runc catatonit golang-github-containernetworking-plugin-dnsname skopeo umoci docker-registry debootstrap postgresql git wrk softhsm2 chromium gettext-base curl openjdk-17-jdk-headless)
+# catatonit is podman's --init; containernetworking-plugins is named because the dnsname plugin
+# (golang-github-containernetworking-plugin-dnsname: services of a `veil up` mesh find each other
+# by name) works only with CNI, and podman's network dependency could also be met by netavark;
+# gettext-base is envsubst, curl the demo's readiness probe, openjdk-17-jdk-headless builds the
+# Java example's jar. chromium's recommends (avahi, udev, cups helpers) are not needed headless.
+APT_PACKAGES=(buildah podman runc catatonit containernetworking-plugins golang-github-containernetworking-plugin-dnsname skopeo umoci docker-registry debootstrap postgresql git wrk softhsm2 chromium gettext-base curl openjdk-17-jdk-headless)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
