@@ -366,6 +366,59 @@ def test_a_file_only_beside_the_manifest_is_taken_with_a_warning_naming_both(
                    "against the current directory only\n")
 
 
+def test_as_sconectl_a_file_only_beside_the_manifest_is_an_error_naming_both(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (work / "sub").mkdir()
+    shutil.move(str(work / "print_env.py"), work / "sub" / "print_env.py")
+    shutil.copy(work / "service.yaml", work / "sub" / "service.yaml")
+    assert run(capsys, "apply", "-f", "sub/service.yaml", "-d", prog="sconectl") == (2, "", (
+        "error: 1 error in the service manifest\n"
+        "  sub/service.yaml:33:7: error at build.copy[0]: not in the current directory "
+        f"({work}/print_env.py), only beside the manifest (sub/print_env.py): sconectl "
+        "resolves paths against the current directory, so run from sub or name it "
+        "sub/print_env.py (got 'print_env.py'); allowed: a file or directory relative to the "
+        "current directory, as sconectl reads it\n"))
+    assert not (work / "target" / "python_hello_user").exists()  # no half-written context
+
+
+def test_as_sconectl_requirements_only_beside_the_manifest_is_an_error(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (work / "sub").mkdir()
+    (work / "sub" / "requirements.txt").write_text("flask\n")
+    (work / "sub" / "service.yaml").write_text((work / "service.yaml").read_text().replace(
+        "  copy:", "  requirements: requirements.txt\n  copy:"))  # print_env.py: in work/
+    code, _, err = run(capsys, "apply", "-f", "sub/service.yaml", "-d", prog="sconectl")
+    assert code == 2
+    assert err == (
+        "error: 1 error in the service manifest\n"
+        "  sub/service.yaml:32:17: error at build.requirements: not in the current directory "
+        f"({work}/requirements.txt), only beside the manifest (sub/requirements.txt): sconectl "
+        "resolves paths against the current directory, so run from sub or name it "
+        "sub/requirements.txt (got 'requirements.txt'); allowed: a pip requirements file\n")
+    # as sconectl wants it: named relative to the current directory
+    (work / "sub" / "service.yaml").write_text((work / "sub" / "service.yaml").read_text()
+                                               .replace("requirements.txt", "sub/requirements.txt"))
+    code, _, err = run(capsys, "apply", "-f", "sub/service.yaml", "-d", prog="sconectl")
+    assert (code, err) == (0, "")
+
+
+@pytest.mark.parametrize("prog", ["sconectl", "veil"])
+def test_a_file_in_both_places_is_the_current_directorys_with_a_warning_if_they_differ(
+        work: Path, capsys: pytest.CaptureFixture[str], prog: str) -> None:
+    (work / "sub").mkdir()
+    shutil.copy(work / "service.yaml", work / "sub" / "service.yaml")
+    shutil.copy(work / "print_env.py", work / "sub" / "print_env.py")
+    code, _, err = run(capsys, "apply", "-f", "sub/service.yaml", "-d", prog=prog)
+    assert (code, err) == (0, "")  # the same content: nothing to say
+    (work / "sub" / "print_env.py").write_text("print('the other one')\n")
+    code, _, err = run(capsys, "apply", "-f", "sub/service.yaml", "-d", prog=prog)
+    assert (code, err) == (0, (
+        f"warning: print_env.py: taken from the current directory ({work}/print_env.py), as "
+        "sconectl takes it; the different sub/print_env.py beside the manifest is not used\n"))
+    staged = work / "target" / "python_hello_user" / "rootfs" / "python" / "print_env.py"
+    assert staged.read_bytes() == (work / "print_env.py").read_bytes()
+
+
 def test_a_file_in_neither_place_names_both(work: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     (work / "sub").mkdir()
@@ -430,15 +483,180 @@ def test_host_paths_said_not_measured_with_a_production_warning(
     assert code == 0 and err == "" and "not measured /etc/ssl/certs" in out
 
 
-def test_java_kind_without_a_base_is_refused_with_its_line(
-        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("kind", ["java8", "java8-glibc", "java8-ubuntu"])
+def test_java8_is_refused_with_its_line(work: Path, capsys: pytest.CaptureFixture[str],
+                                        kind: str) -> None:
     text = (work / "service.yaml").read_text()
-    (work / "service.yaml").write_text(text.replace("  kind: python", "  kind: java11"))
-    assert run(capsys, "apply", "-f", "service.yaml", "-d") == (2, "", (
+    (work / "service.yaml").write_text(text.replace("  kind: python", f"  kind: {kind}"))
+    assert run(capsys, "apply", "-f", "service.yaml", "-d", prog="sconectl") == (2, "", (
         "error: cannot build service.yaml\n"
-        "  service.yaml:28:9: error at build.kind: build.kind java11: Veil's Java base image "
-        "(`veil base create java`) holds Debian's JRE 17; there is no base for this Java "
-        "version or distribution (got 'java11'); allowed: python, java, java-glibc, java17, "
-        "java17-glibc\n"))
+        f"  service.yaml:28:9: error at build.kind: build.kind {kind}: Veil has no Java 8 "
+        "base: no Java 8 runtime is packaged where its bases come from (Debian bookworm: "
+        "JRE 17; the JRE wheels on PyPI: 11 and later). Use java11, java17 or java21 (they "
+        "run Java 8 jars), or name a base image with a Java 8 runtime in build.from "
+        f"(got '{kind}'); allowed: python, java, java11, java17, java21 (each also -glibc, "
+        "-ubuntu)\n"))
     # its variables can still be listed
     assert run(capsys, "apply", "-f", "service.yaml", "-p")[0] == 0
+
+
+@pytest.mark.parametrize(("kind", "base"), [
+    ("java", "java:17-bookworm"), ("java-glibc", "java:17-bookworm"),
+    ("java11", "java:11-bookworm"), ("java11-glibc", "java:11-bookworm"),
+    ("java17-glibc", "java:17-bookworm"), ("java21", "java:21-bookworm"),
+    ("java21-glibc", "java:21-bookworm"),
+])
+def test_java_kinds_build_on_the_base_of_their_version(
+        work: Path, capsys: pytest.CaptureFixture[str], kind: str, base: str) -> None:
+    text = (work / "service.yaml").read_text()
+    (work / "service.yaml").write_text(text.replace("  kind: python", f"  kind: {kind}"))
+    code, _, err = run(capsys, "apply", "-f", "service.yaml", "-d")
+    assert (code, err) == (0, "")
+    desc = json.loads((work / "target" / "python_hello_user" / "description.json").read_text())
+    assert desc["kind"] == kind and desc["base_image"] == f"127.0.0.1:5000/veil/{base}"
+
+
+@pytest.mark.parametrize(("kind", "version"), [
+    ("java-ubuntu", "17"), ("java11-ubuntu", "11"), ("java17-ubuntu", "17"),
+    ("java21-ubuntu", "21")])
+def test_ubuntu_kinds_are_built_on_the_debian_base_with_a_warning(
+        work: Path, capsys: pytest.CaptureFixture[str], kind: str, version: str) -> None:
+    text = (work / "service.yaml").read_text()
+    (work / "service.yaml").write_text(text.replace("  kind: python", f"  kind: {kind}"))
+    code, _, err = run(capsys, "apply", "-f", "service.yaml", "-d", prog="sconectl")
+    assert (code, err) == (0, (
+        f"warning: build.kind {kind}: Veil makes no Ubuntu base (`sconectl base create` "
+        f"bootstraps Debian); built on the Debian bookworm base with Java {version} (glibc, "
+        "as on Ubuntu) instead\n"))
+    desc = json.loads((work / "target" / "python_hello_user" / "description.json").read_text())
+    assert desc["base_image"] == f"127.0.0.1:5000/veil/java:{version}-bookworm"
+    # a base the user names is theirs: no warning
+    (work / "service.yaml").write_text(text.replace(
+        "  kind: python", f"  kind: {kind}\n  from: 127.0.0.1:5000/mine/ubuntu-jre:1"))
+    assert run(capsys, "apply", "-f", "service.yaml", "-d")[:3:2] == (0, "")
+
+
+def test_java8_on_a_base_of_ones_own_is_built(work: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    text = (work / "service.yaml").read_text()
+    (work / "service.yaml").write_text(text.replace(
+        "  kind: python", "  kind: java8\n  from: 127.0.0.1:5000/mine/jre8:1"))
+    assert run(capsys, "apply", "-f", "service.yaml", "-d")[::2] == (0, "")
+
+
+# --- a mesh's image_secrets files, read as sconectl reads them ------------------------------
+
+def _mesh_in_sub(work: Path, image_secrets: str) -> None:
+    (work / "sub").mkdir(exist_ok=True)
+    (work / "sub" / "mesh.yaml").write_text(MESH.replace(
+        "    image: 127.0.0.1:5000/veil/python_hello_user:latest\n",
+        "    image: 127.0.0.1:5000/veil/python_hello_user:latest\n"
+        f"    image_secrets: {image_secrets}\n"))
+
+
+SECRETS = "- name: extra_token\n  kind: ascii\n  size: 12\n"
+
+
+def _session_secrets(work: Path) -> list[str]:
+    session = json.loads((work / "target" / "policies" / "pythonapp.json").read_text())
+    return [s["name"] for s in session["secrets"]]
+
+
+def test_image_secrets_resolve_against_the_current_directory(
+        recorded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _mesh_in_sub(recorded, "sub/secrets.yaml")
+    (recorded / "sub" / "secrets.yaml").write_text(SECRETS)
+    code, _, err = run(capsys, "apply", "-f", "sub/mesh.yaml", "-d", prog="sconectl")
+    assert (code, err) == (0, "")
+    assert "extra_token" in _session_secrets(recorded)
+
+
+def test_as_sconectl_image_secrets_only_beside_the_mesh_is_an_error_naming_both(
+        recorded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _mesh_in_sub(recorded, "secrets.yaml")
+    (recorded / "sub" / "secrets.yaml").write_text(SECRETS)
+    assert run(capsys, "apply", "-f", "sub/mesh.yaml", "-d", prog="sconectl") == (2, "", (
+        "error: cannot read the image_secrets of sub/mesh.yaml\n"
+        "  sub/mesh.yaml:12:20: error at services[0].image_secrets: not in the current "
+        f"directory ({recorded}/secrets.yaml), only beside the manifest (sub/secrets.yaml): "
+        "sconectl resolves paths against the current directory, so run from sub or name it "
+        "sub/secrets.yaml (got 'secrets.yaml'); allowed: a file relative to the current "
+        "directory, as sconectl reads it\n"))
+    # as veil: taken from beside the mesh, with the warning
+    code, _, err = run(capsys, "apply", "-f", "sub/mesh.yaml", "-d")
+    assert (code, err) == (0, (
+        f"warning: secrets.yaml: not in the current directory ({recorded}/secrets.yaml); "
+        "taken from the manifest's folder (sub/secrets.yaml). sconectl resolves it against "
+        "the current directory only\n"))
+    assert "extra_token" in _session_secrets(recorded)
+
+
+def test_image_secrets_in_neither_place_names_both(
+        recorded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _mesh_in_sub(recorded, "secrets.yaml")
+    code, _, err = run(capsys, "apply", "-f", "sub/mesh.yaml", "-d")
+    assert code == 2
+    assert (f"error at services[0].image_secrets: no such file: neither {recorded}/secrets.yaml"
+            " (current directory) nor sub/secrets.yaml (manifest's folder)") in err
+
+
+# --- every spelling of every flag reaches the option it means ------------------------------
+
+@pytest.mark.parametrize(("args", "field", "value"), [
+    (["-f", "service.yaml"], "push", True),
+    (["--file-name", "service.yaml"], "push", True),
+    (["--filename", "service.yaml"], "push", True),
+    (["-f", "service.yaml", "-n"], "push", False),
+    (["-f", "service.yaml", "--no-push"], "push", False),
+    (["-f", "service.yaml", "-d"], "dry_run", True),
+    (["-f", "service.yaml", "--dry-run"], "dry_run", True),
+    (["-f", "service.yaml", "-t", "out"], "target", Path("out")),
+    (["-f", "service.yaml", "--target-directory", "out"], "target", Path("out")),
+    (["-f", "service.yaml", "--target", "out"], "target", Path("out")),
+    (["-f", "service.yaml", "--mode", "debug"], "mode", "debug"),
+    (["-f", "service.yaml", "--mode=production"], "mode", "production"),
+    (["-f", "service.yaml", "-h", "tpl"], "helm_template", Path("tpl")),
+    (["-f", "service.yaml", "--helm-template", "tpl"], "helm_template", Path("tpl")),
+    (["-f", "service.yaml", "--set-version", "latest"], "set_version", "latest"),
+    (["-vvvv", "-f", "service.yaml", "-vvvvvvvv"], "verbose", 12),
+    (["-f", "mesh.yaml"], "pull", True),
+    (["-f", "mesh.yaml", "-n"], "pull", False),
+    (["-f", "mesh.yaml", "--no-pull"], "pull", False),
+    (["-f", "mesh.yaml", "--release", "r1"], "release", "r1"),
+    (["-f", "mesh.yaml", "--release-version", "3"], "release_version", 3),
+    (["-f", "mesh.yaml", "-o", "yaml"], "output", "yaml"),
+    (["-f", "mesh.yaml", "--output", "helm_chart"], "output", "helm_chart"),
+    (["-f", "mesh.yaml", "--policy-namespace", "ns2"], "policy_namespace", "ns2"),
+    (["-f", "mesh.yaml", "--set-version", "latest"], "set_version", "latest"),
+])
+def test_each_flag_spelling_sets_its_option(work: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                            field: str, value: object) -> None:
+    import veil.cli.apply as apply_cli
+
+    seen: list[object] = []
+    monkeypatch.setattr(apply_cli, "apply_service",
+                        lambda _f, _m, options, positions=None: seen.append(options))
+    monkeypatch.setattr(apply_cli, "_apply_mesh",
+                        lambda _doc, options, _diff: seen.append(options))
+    code, _, err = run(capsys, "apply", *args, prog="sconectl")
+    assert code == 0, err
+    [options] = seen
+    assert getattr(options, field) == value
+
+
+@pytest.mark.parametrize("flag", ["-q", "--quiet", "--quite"])
+def test_quiet_spellings(work: Path, capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    code, _, err = run(capsys, "apply", "-f", "service.yaml", "-d", flag, prog="sconectl")
+    assert code == 0 and err == "" and state.quiet
+
+
+def test_version_variable_is_not_read(work: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`VERSION` is the tutorials' shell variable, passed on with --set-version; too common a
+    name to act on by itself."""
+    monkeypatch.setenv("VERSION", "6.0.0")
+    code, out, err = run(capsys, "apply", "-f", "service.yaml", "-d", prog="sconectl")
+    assert (code, err) == (0, "") and "version" not in out
+    entry = LocalIndex().get(IMAGE)
+    assert entry is not None and entry.description.version is None

@@ -24,26 +24,39 @@ if TYPE_CHECKING:
 __all__ = ["apply_service"]
 
 
-def _refuse_java(path: Path, service: GenService, positions: Positions | None) -> None:
+def _java_kind(path: Path, service: GenService, positions: Positions | None) -> str | None:
+    """A Java kind Veil has no base for is refused (Java 8, without a base in `build.from`);
+    an -ubuntu kind is built on the Debian base: the warning that says so, or None."""
     from veil.errors import Problem
-    from veil.image.reference import JAVA_KINDS
+    from veil.image.reference import JAVA_KINDS, java_version
 
     kind = service.build.kind
-    if kind == "python" or kind in JAVA_KINDS:
-        return
-    why = (f"build.kind {kind}: Veil's Java base image (`veil base create java`) holds "
-           "Debian's JRE 17; there is no base for this Java version or distribution")
-    allowed = "python, " + ", ".join(JAVA_KINDS)
-    problem = (positions.problem(why, ("build", "kind"), value=kind, allowed=allowed)
-               if positions is not None else
-               Problem(why, file=str(path), path="build.kind", value=kind, allowed=allowed))
-    raise ManifestError([problem], summary=f"cannot build {path}")
+    version = java_version(kind)
+    if version is None or service.build.from_:
+        return None
+    if kind not in JAVA_KINDS:
+        why = (f"build.kind {kind}: Veil has no Java {version} base: no Java {version} runtime "
+               "is packaged where its bases come from (Debian bookworm: JRE 17; the JRE wheels "
+               "on PyPI: 11 and later). Use java11, java17 or java21 (they run Java 8 jars), or "
+               f"name a base image with a Java {version} runtime in build.from")
+        allowed = "python, java, java11, java17, java21 (each also -glibc, -ubuntu)"
+        problem = (positions.problem(why, ("build", "kind"), value=kind, allowed=allowed)
+                   if positions is not None else
+                   Problem(why, file=str(path), path="build.kind", value=kind, allowed=allowed))
+        raise ManifestError([problem], summary=f"cannot build {path}")
+    if kind.endswith("-ubuntu"):
+        return (f"build.kind {kind}: Veil makes no Ubuntu base (`veil base create` bootstraps "
+                f"Debian); built on the Debian bookworm base with Java {version} (glibc, as "
+                f"on Ubuntu) instead")
+    return None
 
 
 def apply_service(
     path: Path, service: GenService, options: ApplyOptions, positions: Positions | None = None
 ) -> ServiceDescription:
-    _refuse_java(path, service, positions)
+    ubuntu = _java_kind(path, service, positions)
+    if ubuntu:
+        state.warn(ubuntu)
     b = service.build
     record: dict[str, Any] = {}
     if options.set_version is not None:
@@ -56,19 +69,24 @@ def apply_service(
     def say(line: str) -> None:
         state.console.print(line, soft_wrap=True)
 
+    from veil.image.inputs import WorkDir
+
+    # sconectl reads paths in the current directory only; `veil` also beside the manifest
+    workdir = WorkDir(Path.cwd(), beside_manifest=state.prog != "sconectl")
+
     result: Any
     if options.dry_run:  # no buildah, registry or network: only what the manifest tells
         from veil.image.dryrun import describe_service
 
         result = describe_service(service, path, target=options.target, positions=positions,
-                                  workdir=Path.cwd(), record=record)
+                                  workdir=workdir, record=record)
     else:
         from veil.image.builder import build_service  # buildah & registry code: load when used
 
         with state.status(f"building {b.to}") as status:
             result = build_service(
                 service, path, target=options.target, push=options.push, dry_run=False,
-                positions=positions, progress=lambda m: status.update(m), workdir=Path.cwd(),
+                positions=positions, progress=lambda m: status.update(m), workdir=workdir,
                 record=record,
             )
     for note in result.notes:

@@ -193,6 +193,7 @@ def _apply_mesh(doc: Loaded, options: ApplyOptions, diff: bool) -> None:
 
     if options.policy_namespace is not None:
         _override_namespace(doc, options.policy_namespace)
+    _locate_image_secrets(doc)
     opts = MeshOptions(mode=options.mode, release=options.release, target=options.target,
                        output=options.output, dry_run=options.dry_run, diff_only=diff,
                        release_version=options.release_version,
@@ -216,6 +217,37 @@ def _override_namespace(doc: Loaded, namespace: str) -> None:
     mesh: Mesh = doc.model
     doc.model = mesh.model_copy(
         update={"policy": mesh.policy.model_copy(update={"namespace": namespace})})
+
+
+def _locate_image_secrets(doc: Loaded) -> None:
+    """`services[].image_secrets` as sconectl reads them: in the current directory (see
+    `veil.image.inputs`); each is rewritten to the file found, so the mesh reads that one."""
+    from veil.errors import ManifestError
+    from veil.image.inputs import WorkDir, locate_input
+
+    mesh: Mesh = doc.model
+    if doc.file in ("<stdin>", "<input>"):
+        return
+    workdir = WorkDir(Path.cwd(), beside_manifest=state.prog != "sconectl")
+    problems = []
+    services = []
+    for i, svc in enumerate(mesh.services):
+        if svc.image_secrets:
+            found = locate_input(svc.image_secrets, workdir, Path(doc.file).parent, what="file")
+            if found.note:
+                state.warn(found.note)
+            if found.problem:
+                problems.append(doc.positions.problem(
+                    found.problem, ("services", i, "image_secrets"), value=svc.image_secrets,
+                    allowed="a file relative to the current directory"
+                    + ("" if workdir.beside_manifest else ", as sconectl reads it")
+                    + (" or to the mesh file's folder" if workdir.beside_manifest else "")))
+            else:
+                svc = svc.model_copy(update={"image_secrets": str(found.path.absolute())})
+        services.append(svc)
+    if problems:
+        raise ManifestError(problems, summary=f"cannot read the image_secrets of {doc.file}")
+    doc.model = mesh.model_copy(update={"services": services})
 
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")

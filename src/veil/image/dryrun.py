@@ -17,6 +17,7 @@ from typing import Any
 from veil.fsutil import replace_dir
 from veil.image.context import check_target, stage_context
 from veil.image.index import IndexEntry, LocalIndex
+from veil.image.inputs import WorkDir
 from veil.image.reference import default_base, parse_reference
 from veil.manifest.description import ServiceDescription
 from veil.manifest.load import Positions
@@ -46,7 +47,7 @@ def write_description(ctx_dir: Path, desc: ServiceDescription) -> None:
 
 def describe_service(
     svc: GenService, manifest: Path, *, target: Path, positions: Positions | None = None,
-    workdir: Path | None = None, record: dict[str, Any] | None = None,
+    workdir: WorkDir | None = None, record: dict[str, Any] | None = None,
 ) -> Recorded:
     """The dry run of `veil apply` for a service manifest (wrapped services included);
     `workdir` and `record` as for `veil.image.builder.build_service`."""
@@ -79,7 +80,7 @@ def _stable(image: str, notes: list[str]) -> dict[str, Any]:
 
 def record_service(
     svc: GenService, manifest: Path, source: Path, *, target: Path,
-    positions: Positions | None, workdir: Path | None = None,
+    positions: Positions | None, workdir: WorkDir | None = None,
     record: dict[str, Any] | None = None,
 ) -> Recorded:
     """Stage the context without the base image and record the description.

@@ -8,20 +8,47 @@ from veil.errors import UserError
 from veil.manifest.imageref import FORM, REFERENCE_RE, reference_problem
 
 __all__ = [
-    "DEFAULT_BASE", "DEFAULT_JAVA_BASE", "JAVA_KINDS", "Reference", "default_base",
-    "parse_reference",
+    "DEFAULT_BASE", "DEFAULT_JAVA_BASE", "DEFAULT_JAVA_VERSION", "JAVA_KINDS", "JAVA_VERSIONS",
+    "Reference", "default_base", "default_java_base", "java_version", "parse_reference",
 ]
 
 # the base image of a service without `build.from`: what `veil base create python` pushes
 DEFAULT_BASE = "127.0.0.1:5000/veil/python:bookworm"
-DEFAULT_JAVA_BASE = "127.0.0.1:5000/veil/java:17-bookworm"  # `veil base create java`
-# sconectl's Java kinds Veil has a base for (other major versions need a JRE bookworm lacks)
-JAVA_KINDS = ("java", "java-glibc", "java17", "java17-glibc")
+# the Java versions `veil base create java --version N` makes a base for; `java` alone is 17
+JAVA_VERSIONS = ("11", "17", "21")
+DEFAULT_JAVA_VERSION = "17"
+
+
+def default_java_base(version: str) -> str:
+    """What `veil base create java --version VERSION` pushes by default."""
+    return f"127.0.0.1:5000/veil/java:{version}-bookworm"
+
+
+DEFAULT_JAVA_BASE = default_java_base(DEFAULT_JAVA_VERSION)
+
+
+def java_version(kind: str) -> str | None:
+    """The Java major version of a `build.kind` (`java21-ubuntu` → 21, `java` → 17); None for
+    a kind that is not Java."""
+    if not kind.startswith("java"):
+        return None
+    number = kind[len("java"):].split("-", 1)[0]
+    return number or DEFAULT_JAVA_VERSION
+
+
+# sconectl's Java kinds Veil has a base for: every one but Java 8's (no Java 8 runtime is
+# packaged where Veil gets its bases from); an -ubuntu kind is built on the Debian base
+JAVA_KINDS = tuple(
+    f"java{n}{d}" for n in ("", *JAVA_VERSIONS) for d in ("", "-glibc", "-ubuntu"))
 
 
 def default_base(kind: str) -> str:
     """The base image of a `build.kind` when `build.from` names none."""
-    return DEFAULT_JAVA_BASE if kind.startswith("java") else DEFAULT_BASE
+    version = java_version(kind)
+    if version and version not in JAVA_VERSIONS:  # the CLI says it first, with file:line
+        raise UserError(f"build.kind {kind}: Veil has no Java {version} base",
+                        hint="use java11, java17 or java21, or name a base in build.from")
+    return default_java_base(version) if version else DEFAULT_BASE
 
 
 @dataclass(frozen=True)
