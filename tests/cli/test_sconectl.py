@@ -660,3 +660,17 @@ def test_version_variable_is_not_read(work: Path, capsys: pytest.CaptureFixture[
     assert (code, err) == (0, "") and "version" not in out
     entry = LocalIndex().get(IMAGE)
     assert entry is not None and entry.description.version is None
+
+
+def test_release_version_and_set_version_are_recorded_in_the_chart(
+        recorded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "apply", "-f", "mesh.yaml", "-d", "--release", "v1",
+                         "--release-version", "7", "--set-version", "latest", "--mode=debug",
+                         prog="sconectl")
+    assert code == 0, err
+    chart = (recorded / "target" / "helm" / "Chart.yaml").read_text()
+    assert "\nversion: \"0.1.7\"\nappVersion: latest\n" in chart
+    assert "(release v1, release version 7)" in out
+    code, _, err = run(capsys, "apply", "-f", "mesh.yaml", "-d", "--mode=debug")
+    chart = (recorded / "target" / "helm" / "Chart.yaml").read_text()
+    assert code == 0 and "\nversion: \"0.1.0\"\n" in chart and "appVersion" not in chart

