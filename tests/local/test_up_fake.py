@@ -40,7 +40,8 @@ def fake_apply(ports: dict[str, str] | None = None, digest: str = "a" * 64) -> A
     def apply(doc: Any, options: Any, progress: Any = None) -> Any:
         calls.append(options)
         services = {s.name: SimpleNamespace(env={"APP_SERVICE_PORT": _env(ports[s.name])}
-                                            if ports and s.name in ports else {})
+                                            if ports and s.name in ports else {},
+                                            description=SimpleNamespace(host_paths=[]))
                     for s in doc.model.services}
         return SimpleNamespace(
             namespace="shop", cas_key="KEY", resolved=SimpleNamespace(
@@ -59,7 +60,7 @@ def doc(tmp_path: Path) -> Any:
     return load_document(str(tmp_path / "mesh.yaml"))
 
 
-OPTS = UpOptions(cas="127.0.0.1:9", timeout=2)
+OPTS = UpOptions(cas="127.0.0.1:9", timeout=2, grace=0)
 
 
 def test_up_starts_every_service_behind_its_launcher(doc: Any) -> None:
@@ -108,7 +109,7 @@ def test_a_program_that_exits_at_once(doc: Any) -> None:
 
 def test_a_program_that_never_answers_on_its_port(doc: Any) -> None:
     runner = FakeRunner()
-    result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3), runner,
+    result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3, grace=0), runner,
                 apply=fake_apply(ports={"api": "1"}))  # nothing listens on port 1
     (f,) = result.failed
     assert f.service == "api" and "nothing answers on 127.0.0.1:1" in f.message
@@ -117,7 +118,7 @@ def test_a_program_that_never_answers_on_its_port(doc: Any) -> None:
 def test_still_attesting_is_not_up(doc: Any) -> None:
     runner = FakeRunner(behaviours={"reg.example/api": Behaviour(
         processes=("/usr/bin/python3 -I -B /opt/veil/launch.py",))})
-    result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3), runner, apply=fake_apply())
+    result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3, grace=0), runner, apply=fake_apply())
     assert [s.state for s in result.services] == ["failed", "up"]
     assert result.services[0].attested is None
 
@@ -128,19 +129,28 @@ def test_the_init_process_keeps_the_launchers_arguments_and_is_ignored(doc: Any)
     init = "/run/podman-init -- /usr/bin/python3 -I -B /opt/veil/launch.py"
     runner = FakeRunner(behaviours={"reg.example/api": Behaviour(
         processes=(init, "python3 app.py"))})
-    result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3), runner, apply=fake_apply())
+    result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3, grace=0), runner, apply=fake_apply())
     assert [s.state for s in result.services] == ["up", "up"]
     # control: with the launcher itself still running, not up
     runner = FakeRunner(behaviours={"reg.example/api": Behaviour(
         processes=(init, "/usr/bin/python3 -I -B /opt/veil/launch.py"))})
-    result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3), runner, apply=fake_apply())
+    result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3, grace=0), runner, apply=fake_apply())
     assert [s.state for s in result.services] == ["failed", "up"]
 
 
-def test_port_taken_is_an_error_naming_the_service(doc: Any) -> None:
+def test_port_taken_fails_that_service_and_ps_shows_it(doc: Any) -> None:
     runner = FakeRunner(taken_ports={8080})
-    with pytest.raises(OperationalError, match=r"service store: port 127\.0\.0\.1:8080 is already"):
-        up(doc, OPTS, runner, apply=fake_apply(ports={"store": "8080"}))
+    result = up(doc, OPTS, runner, apply=fake_apply(ports={"store": "8080"}))
+    failed = {s.service: s for s in result.failed}
+    assert list(failed) == ["store"]
+    assert failed["store"].message.startswith("port 127.0.0.1:8080 is already taken")
+    assert "APP_SERVICE_PORT" in failed["store"].message  # what to do
+    assert {s.service: s.state for s in result.services} == {"api": "up", "store": "failed"}
+    shown = {s.service: s for s in status(runner, "shop")}
+    assert shown["store"].state == "failed" and "8080" in shown["store"].message
+    assert shown["api"].state == "up"
+    down(runner, "shop")
+    assert status(runner, "shop") == []  # down forgets the failure too
 
 
 def test_podman_missing(doc: Any) -> None:
@@ -148,7 +158,9 @@ def test_podman_missing(doc: Any) -> None:
         up(doc, OPTS, FakeRunner(usable=False), apply=fake_apply())
 
 
-def test_ctrl_c_removes_what_this_run_started(doc: Any) -> None:
+def test_ctrl_c_removes_the_whole_mesh(doc: Any) -> None:
+    """As docker compose: Ctrl-C during `veil up` stops the mesh — the containers this run
+    started, those that ran before, and its network; nothing is left half-started."""
     runner = FakeRunner()
     up(doc, OPTS, runner, apply=fake_apply())  # api and store run
     original = runner.start
@@ -161,8 +173,29 @@ def test_ctrl_c_removes_what_this_run_started(doc: Any) -> None:
     runner.start = interrupted  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         up(doc, OPTS, runner, apply=fake_apply(digest="c" * 64))  # both changed
-    assert runner.running == {}  # the new api removed; the old store was replaced, not kept
+    assert runner.running == {} and runner.networks == {}
     assert runner.started[-1] == "veil-shop-api"
+
+
+def test_ctrl_c_while_waiting_keeps_other_meshes(doc: Any, tmp_path: Path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text(MESH.replace("namespace: shop", "namespace: other"))
+    runner = FakeRunner()
+    up(load_document(str(other)), OPTS, runner, apply=fake_apply())
+    original = runner.containers
+    calls = []
+
+    def interrupted(mesh: str | None = None) -> Any:
+        calls.append(mesh)
+        if calls.count("shop") == 2:  # the first look in `_wait`, after the starts
+            raise KeyboardInterrupt
+        return original(mesh)
+
+    runner.containers = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        up(doc, OPTS, runner, apply=fake_apply())
+    assert sorted(runner.running) == ["veil-other-api", "veil-other-store"]
+    assert list(runner.networks) == ["veil-other"]
 
 
 def test_down_removes_containers_and_network(doc: Any) -> None:
@@ -170,3 +203,13 @@ def test_down_removes_containers_and_network(doc: Any) -> None:
     up(doc, OPTS, runner, apply=fake_apply())
     assert down(runner, "shop") == ["api", "store"]
     assert runner.running == {} and runner.networks == {}
+
+
+def test_a_service_without_port_is_up_only_after_the_grace(doc: Any) -> None:
+    """Without a port to ask, a program that exits right after the launcher exec'd it must not
+    pass for up: it has to keep running for `grace` seconds."""
+    runner = FakeRunner()
+    result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.2, grace=5), runner,
+                apply=fake_apply())
+    assert {s.service: s.state for s in result.services} == {"api": "failed", "store": "failed"}
+    assert "not up after" in result.services[0].message

@@ -231,7 +231,12 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     add_everywhere(command)
     plain_metavars(command)
     try:
-        command.main(args=args, prog_name=state.prog, standalone_mode=False)
+        # typer turns a Ctrl-C (KeyboardInterrupt) and `typer.Exit(code)` into a returned code
+        code = command.main(args=args, prog_name=state.prog, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            if code == 130:
+                state.err.print("aborted")
+            return code
     except VeilError as err:
         if state.verbose >= 2:
             raise

@@ -1,4 +1,5 @@
-"""What `veil up`, `veil ps` and `veil down` share: the table of services, the mesh of `-f`."""
+"""What `veil up`, `veil ps`, `veil logs` and `veil down` share: the table of services, the mesh
+they act on."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from veil.local.up import ServiceStatus
 
-__all__ = ["mesh_of", "service_table"]
+__all__ = ["DEFAULT_FILE", "mesh_of", "service_table"]
 
 
 def service_table(services: list[ServiceStatus], title: str | None = None) -> Table:
@@ -25,10 +26,34 @@ def service_table(services: list[ServiceStatus], title: str | None = None) -> Ta
     return table
 
 
-def mesh_of(file: Path | None) -> str | None:
-    """The name `veil up` gave the mesh of `file` (None: every mesh)."""
-    if file is None:
+DEFAULT_FILE = Path("mesh.yaml")
+
+
+def mesh_of(file: Path | None, every: bool = False, *, required: bool = True) -> str | None:
+    """The mesh a command acts on, as docker compose picks its project: `-f FILE`'s; else the
+    last `veil up` run in this directory; else `./mesh.yaml`'s; `--all` (`every`): every mesh
+    (None). Nothing of these: a user error (`required`), or None."""
+    from veil.errors import UserError
+
+    if file is not None and every:
+        raise UserError("-f names one mesh and --all every mesh: give one of them")
+    if every:
         return None
+    if file is None:
+        from veil.local.state import last_up
+
+        here = last_up()
+        if here is not None:
+            return here.mesh
+        if not DEFAULT_FILE.is_file():
+            if not required:
+                return None
+            raise UserError(
+                "no mesh here: `veil up` has not run in this directory and there is no "
+                f"{DEFAULT_FILE}",
+                hint="name the mesh with -f FILE, or act on every mesh `veil up` runs from "
+                "this Veil home with --all")
+        file = DEFAULT_FILE
     from veil.local.up import mesh_name
     from veil.manifest.load import load_document, read_manifest
 

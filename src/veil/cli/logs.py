@@ -14,8 +14,9 @@ __all__ = ["register"]
 def logs(
     service: str = typer.Argument(..., help="The service's name in the mesh."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new output."),
-    file: Path | None = typer.Option(None, "--mesh", help="The mesh manifest, when several "
-                                     "meshes have a service of that name."),
+    file: Path | None = typer.Option(
+        None, "--mesh", help="The mesh manifest (default: the last `veil up` here, else "
+        "./mesh.yaml, else any mesh with a service of that name)."),
 ) -> None:
     """Print (or follow) the output of one service of the mesh `veil up` runs."""
     from veil.cli._local import mesh_of
@@ -24,7 +25,7 @@ def logs(
 
     runner = PodmanRunner()
     runner.check()
-    found = [c for c in runner.containers(mesh_of(file)) if c.service == service]
+    found = [c for c in runner.containers(mesh_of(file, required=False)) if c.service == service]
     if not found:
         raise UserError(f"no service {service!r} is running under `veil up`",
                         hint="`veil ps` lists the services")

@@ -14,7 +14,8 @@ __all__ = ["register"]
 
 
 def up(
-    file: Path = typer.Option(..., "-f", "--file-name", "--filename", help="The mesh manifest."),
+    file: Path = typer.Option(Path("mesh.yaml"), "-f", "--file-name", "--filename",
+                              help="The mesh manifest."),
     mode: Literal["debug", "production"] = typer.Option(
         "production", "--mode", help="debug or production."),
     cas: str | None = typer.Option(
@@ -28,7 +29,8 @@ def up(
     from veil.cli._local import service_table
     from veil.errors import OperationalError, UserError
     from veil.local.podman import PodmanRunner
-    from veil.local.up import UpOptions
+    from veil.local.state import record_up
+    from veil.local.up import UpOptions, mesh_name
     from veil.local.up import up as run_up
     from veil.manifest.load import load_document, read_manifest
 
@@ -38,6 +40,8 @@ def up(
                         hint=f"build the service with `veil apply -f {file}` and name its image "
                         "in a mesh")
     options = UpOptions(mode=mode, cas=cas, target=target, timeout=timeout)
+    # `veil ps`, `logs` and `down` without -f act on this mesh when run in this directory
+    record_up(file, mesh_name(doc))
     with state.status(f"veil up {file}") as status:
         def progress(message: str) -> None:
             status.update(message)
@@ -51,7 +55,7 @@ def up(
         raise OperationalError(
             f"{len(result.failed)} of {len(result.services)} service(s) did not come up:\n  "
             + "\n  ".join(lines),
-            hint=f"`veil logs SERVICE` shows a service's output; `veil down -f {file}` "
+            hint="`veil logs SERVICE` shows a service's output, `veil ps` the state; `veil down` "
             "removes the mesh")
     kept = f", {len(result.kept)} unchanged" if result.kept else ""
     state.info(f"mesh {result.namespace} is up: {len(result.services)} service(s){kept}; "

@@ -58,7 +58,9 @@ class FakeRunner:
         for host, _ in spec.publish:
             if host in self.taken_ports:
                 raise OperationalError(f"service {spec.service}: port 127.0.0.1:{host} is "
-                                       "already taken on this machine")
+                                       "already taken on this machine",
+                                       hint="stop what listens there, or give the service "
+                                       "another APP_SERVICE_PORT")
         b = self.behaviours.get(spec.image.split("@")[0], Behaviour())
         self.running[spec.name] = (spec, b)
         self.started.append(spec.name)

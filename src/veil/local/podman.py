@@ -17,7 +17,14 @@ from collections.abc import Sequence
 
 from veil.errors import OperationalError
 from veil.image.tools import container_env, is_loopback, tail
-from veil.local.runner import LABEL_MESH, LABEL_SERVICE, LABEL_SPEC, Container, ContainerSpec
+from veil.local.runner import (
+    LABEL_MESH,
+    LABEL_SERVICE,
+    LABEL_SPEC,
+    Container,
+    ContainerSpec,
+    ImageNotPulled,
+)
 
 __all__ = ["PodmanRunner"]
 
@@ -63,10 +70,16 @@ class PodmanRunner:
         if image is not None and not _is_local_address(gateway):
             # the bridge (and so the gateway address on this host) comes up with the first
             # container that joins; the local CAS listens there before any service starts
-            self._podman(["run", "--rm", "--network", name, "--entrypoint", "/bin/true",
-                          "--pull", "missing", *(["--tls-verify=false"] if is_loopback(image)
-                                                 else []), image],
-                         what=f"bringing up the network {name}")
+            proc = self._podman(["run", "--rm", "--network", name, "--entrypoint", "/bin/true",
+                                 "--pull", "missing", *(["--tls-verify=false"]
+                                                        if is_loopback(image) else []), image],
+                                check=False)
+            if proc.returncode != 0:
+                text = proc.stderr or proc.stdout
+                if _pull_failed(text):
+                    raise ImageNotPulled(image, tail(text.encode(), 4))
+                raise OperationalError(f"bringing up the network {name}:\n"
+                                       f"{tail(text.encode())}")
         return gateway
 
     def remove_network(self, name: str) -> None:
@@ -105,6 +118,8 @@ class PodmanRunner:
             line += ["-e", f"{k}={v}"]
         for host, port in spec.publish:
             line += ["-p", f"127.0.0.1:{host}:{port}"]
+        for path in spec.mounts:  # read-only, at the same path: what the image's plan names
+            line += ["--mount", f"type=bind,source={path},target={path},readonly=true"]
         proc = self._podman([*line, spec.image], check=False)
         if proc.returncode == 0:
             return
@@ -116,12 +131,15 @@ class PodmanRunner:
             raise OperationalError(
                 f"service {spec.service}: port {ports} is already taken on this machine",
                 hint="stop what listens there, or give the service another APP_SERVICE_PORT")
-        if "pull" in low or "manifest unknown" in low or "initializing source" in low:
+        if _pull_failed(text):
+            err = ImageNotPulled(spec.image, tail(text.encode(), 4))
+            raise OperationalError(f"service {spec.service}: {err.message}", hint=err.hint)
+        missing = [m for m in spec.mounts if not os.path.isdir(m)]
+        if missing:
             raise OperationalError(
-                f"service {spec.service}: the image {spec.image} cannot be pulled:\n"
-                f"{tail(text.encode(), 4)}",
-                hint="build and push it with `veil apply -f service.yaml`, and check that "
-                "its registry runs")
+                f"service {spec.service}: build.host_paths {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not a folder on this machine",
+                hint="create the folder, or rebuild the service without it in build.host_paths")
         raise OperationalError(f"service {spec.service}: podman could not start it:\n"
                                f"{tail(text.encode(), 6)}")
 
@@ -142,6 +160,12 @@ class PodmanRunner:
     def processes(self, name: str) -> list[str]:
         proc = self._podman(["top", name, "args"], check=False)
         return proc.stdout.splitlines()[1:] if proc.returncode == 0 else []
+
+
+def _pull_failed(text: str) -> bool:
+    low = text.lower()
+    return ("trying to pull" in low or "manifest unknown" in low or "initializing source" in low
+            or "image not known" in low)
 
 
 def _is_local_address(ip: str) -> bool:

@@ -14,8 +14,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from veil.errors import OperationalError
+
 __all__ = [
-    "LABEL_MESH", "LABEL_SERVICE", "LABEL_SPEC", "Container", "ContainerSpec", "Runner",
+    "LABEL_MESH", "LABEL_SERVICE", "LABEL_SPEC", "Container", "ContainerSpec", "ImageNotPulled",
+    "Runner",
     "container_name", "network_name",
 ]
 
@@ -42,18 +45,34 @@ class ContainerSpec:
     network: str
     env: dict[str, str]  # SCONE_CONFIG_ID, SCONE_CAS_ADDR, SCONE_CAS_KEY: nothing secret
     publish: list[tuple[int, int]] = field(default_factory=list)  # (host port, container port)
+    # `build.host_paths`: host folders bind-mounted read-only at the same path (the only mounts
+    # the launcher accepts; outside the measurement)
+    mounts: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return container_name(self.mesh, self.service)
 
     def digest(self) -> str:
-        doc = {"image": self.image, "network": self.network, "env": self.env,
-               "publish": self.publish, "service": self.service, "mesh": self.mesh}
+        doc: dict[str, object] = {
+            "image": self.image, "network": self.network, "env": self.env,
+            "publish": self.publish, "service": self.service, "mesh": self.mesh}
+        if self.mounts:  # only then: the digest of a container without mounts stays as it was
+            doc["mounts"] = self.mounts
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
     def labels(self) -> dict[str, str]:
         return {LABEL_MESH: self.mesh, LABEL_SERVICE: self.service, LABEL_SPEC: self.digest()}
+
+
+class ImageNotPulled(OperationalError):
+    """The image is neither in local storage nor pullable from its registry."""
+
+    def __init__(self, image: str, detail: str) -> None:
+        super().__init__(f"the image {image} cannot be pulled:\n{detail}",
+                         hint="build and push it with `veil apply -f service.yaml`, and check "
+                         "that its registry runs")
+        self.image = image
 
 
 @dataclass(frozen=True)
@@ -80,7 +99,7 @@ class Runner(Protocol):
     def ensure_network(self, name: str, mesh: str, image: str | None = None) -> str:
         """Create the network if needed; return its gateway address (the host, seen from it).
         With `image`, make sure that address exists on this host (so a server can listen
-        there before any service starts)."""
+        there before any service starts); `ImageNotPulled` when `image` cannot be had."""
 
     def remove_network(self, name: str) -> None: ...
 

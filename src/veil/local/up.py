@@ -16,15 +16,19 @@ started (containers, the network it made, the CAS and registries it started) and
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from veil.errors import OperationalError, VeilError
-from veil.local.runner import Container, ContainerSpec, Runner, network_name
+from veil.errors import OperationalError
+from veil.local.runner import Container, ContainerSpec, ImageNotPulled, Runner, network_name
+from veil.local.state import failed_services, forget_mesh, meshes, record_mesh
 from veil.manifest.load import Loaded
 from veil.manifest.models import Mesh
 
@@ -39,6 +43,9 @@ class UpOptions:
     cas: str | None = None  # --cas HOST:PORT
     target: Path = Path("target")
     timeout: float = 60.0  # seconds for every service to come up
+    # a started service without a port is up when its program still runs this long after the
+    # launcher exec'd it (with a port: when the program answers there)
+    grace: float = 1.0
 
 
 @dataclass
@@ -168,6 +175,25 @@ def _judge(c: Container, runner: Runner, since: float, port: int | None) -> Serv
     return st
 
 
+def _reason(err: OperationalError, service: str) -> str:
+    """The runner's error as a line of the service's status (without the service's name)."""
+    text = err.message.removeprefix(f"service {service}: ")
+    return text + (f"; {err.hint}" if err.hint else "")
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """A second Ctrl-C does not interrupt the clean-up of the first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def up(doc: Loaded, options: UpOptions, runner: Runner, progress: Progress = _quiet,
        *, apply: Callable[..., object] | None = None) -> UpResult:
     from veil.local.cas import ensure_local_cas, stop_local_cas
@@ -179,15 +205,21 @@ def up(doc: Loaded, options: UpOptions, runner: Runner, progress: Progress = _qu
     name = _mesh_name(mesh)
     net = network_name(name)
     images = [s.image for s in mesh.services]
-    created: list[str] = []  # containers this run started
+    not_started: dict[str, str] = {}  # service -> why podman could not start it
     local_started = False
     registries: list[str] = []
+    record_mesh(name)  # `veil ps`, `veil down --all` of this Veil home know it from now on
     try:
         registries = ensure_registries(images)
         for r in registries:
             progress(f"started a local registry on {r} (storage under Veil's home)")
         progress(f"network {net}")
-        gateway = runner.ensure_network(net, name, image=images[0] if images else None)
+        try:
+            gateway = runner.ensure_network(net, name, image=images[0] if images else None)
+        except ImageNotPulled as err:
+            first = mesh.services[0].name
+            record_mesh(name, {first: _reason(err, first)})
+            raise OperationalError(f"service {first}: {err.message}", hint=err.hint) from None
         if options.cas:
             cas_host_addr, key, local = options.cas, None, False
         elif _answers(_security_url(mesh)):
@@ -214,6 +246,7 @@ def up(doc: Loaded, options: UpOptions, runner: Runner, progress: Progress = _qu
             spec = ContainerSpec(
                 mesh=name, service=s.name, image=result.images[s.name],  # type: ignore[attr-defined]
                 network=net, publish=[(port, port)] if port else [],
+                mounts=list(result.resolved.services[s.name].description.host_paths),  # type: ignore[attr-defined]
                 env={"SCONE_CONFIG_ID": result.config_id(s.name),  # type: ignore[attr-defined]
                      "SCONE_CAS_ADDR": seen, "SCONE_CAS_KEY": str(pinned or "")})
             specs.append((spec, port))
@@ -234,31 +267,43 @@ def up(doc: Loaded, options: UpOptions, runner: Runner, progress: Progress = _qu
                 progress(f"replacing {spec.service} (changed)")
                 runner.remove(spec.name)
             progress(f"starting {spec.service} ({spec.image})")
-            runner.start(spec)
-            created.append(spec.name)
+            try:
+                runner.start(spec)
+            except OperationalError as err:  # a port taken, an image not pullable, ...
+                not_started[spec.service] = _reason(err, spec.service)
+                continue
             out.started.append(spec.service)
             since[spec.name] = time.monotonic()
-        out.services = _wait(runner, name, specs, since, options.timeout, progress)
+        running = [(spec, port) for spec, port in specs if spec.service not in not_started]
+        waited = {s.service: s for s in _wait(runner, name, running, since, options.timeout,
+                                              options.grace, progress)}
+        out.services = [waited.get(spec.service) or ServiceStatus(
+            spec.service, spec.name, spec.image, "failed", None, port,
+            message=not_started[spec.service]) for spec, port in specs]
+        record_mesh(name, not_started)
         return out
     except KeyboardInterrupt:
-        progress("interrupted: removing what this run started")
-        for started in created:
-            runner.remove(started)
-        if local_started:
-            stop_local_cas()
-        if registries:
-            stop_registries()
-        raise
-    except VeilError:
+        # as docker compose does on Ctrl-C: the whole mesh stops — its containers (the ones
+        # that ran before this `veil up` too) and its network are removed, the CAS and
+        # registries this run started are stopped; nothing of the mesh is left half-started
+        with _sigint_ignored():
+            progress(f"interrupted: removing the mesh {name} (containers and network)")
+            down(runner, name, keep_servers=True)
+            if local_started:
+                stop_local_cas()
+            if registries:
+                stop_registries()
         raise
 
 
 def _wait(runner: Runner, mesh: str, specs: list[tuple[ContainerSpec, int | None]],
-          since: dict[str, float], timeout: float, progress: Progress) -> list[ServiceStatus]:
+          since: dict[str, float], timeout: float, grace: float,
+          progress: Progress) -> list[ServiceStatus]:
     deadline = time.monotonic() + timeout
     ports = {spec.name: port for spec, port in specs}
     services = {spec.name: spec.service for spec, _ in specs}
     order = [spec.name for spec, _ in specs]
+    running_since: dict[str, float] = {}  # a started service's program first seen running
     while True:
         found = {c.name: c for c in runner.containers(mesh)}
         states = []
@@ -269,7 +314,13 @@ def _wait(runner: Runner, mesh: str, specs: list[tuple[ContainerSpec, int | None
                                             message="its container is gone (removed by "
                                             "someone else while starting?)"))
                 continue
-            states.append(_judge(c, runner, since.get(n, 0.0), ports[n]))
+            st = _judge(c, runner, since.get(n, 0.0), ports[n])
+            if st.state == "up" and ports[n] is None and since.get(n):
+                # no port to ask: a program that exits at once must not pass for up
+                first = running_since.setdefault(n, time.monotonic())
+                if time.monotonic() - first < grace:
+                    st.state = "starting"
+            states.append(st)
         pending = [s.service for s in states if s.state not in ("up", "done", "failed",
                                                                  "missing")]
         if not pending:
@@ -282,34 +333,53 @@ def _wait(runner: Runner, mesh: str, specs: list[tuple[ContainerSpec, int | None
                                  + (f" (nothing answers on 127.0.0.1:{s.port})" if s.port else ""))
             return states
         progress(f"waiting for {', '.join(pending)}")
-        time.sleep(0.1)
+        time.sleep(0.05)
+
+
+def _containers(runner: Runner, mesh: str | None) -> list[Container]:
+    """The containers of `mesh`; None: of every mesh this Veil home runs (other users' meshes
+    on the same podman are theirs)."""
+    if mesh is not None:
+        return runner.containers(mesh)
+    mine = set(meshes())
+    return [c for c in runner.containers(None) if c.mesh in mine]
 
 
 def status(runner: Runner, mesh: str | None = None) -> list[ServiceStatus]:
-    """What `veil ps` shows: every container `veil up` made (of one mesh, or all)."""
+    """What `veil ps` shows: every container `veil up` made (of one mesh, or of every mesh of
+    this Veil home), and the services that podman could not create or start."""
     out = []
-    for c in runner.containers(mesh):
+    containers = _containers(runner, mesh)
+    for c in containers:
         port = c.ports[0][0] if c.ports else None
         st = _judge(c, runner, 0.0, port)
         out.append(st)
+    have = {(c.mesh, c.service) for c in containers}
+    for m in [mesh] if mesh is not None else meshes():
+        for service, why in sorted(failed_services(m).items()):
+            if (m, service) not in have:
+                out.append(ServiceStatus(service, "-", "", "failed", None, message=why))
     return out
 
 
-def down(runner: Runner, mesh: str | None, *, volumes: bool = False) -> list[str]:
-    """Remove the containers and networks of a mesh (all meshes with None); stop the local CAS
-    and registries; `volumes` deletes the local CAS's state."""
+def down(runner: Runner, mesh: str | None, *, volumes: bool = False,
+         keep_servers: bool = False) -> list[str]:
+    """Remove the containers and the network of a mesh (None: of every mesh this Veil home
+    runs) and forget it; stop the local CAS and registries when no mesh of this home runs any
+    more (unless `keep_servers`); `volumes` deletes the local CAS's state."""
     from veil.local.cas import stop_local_cas
     from veil.local.registry import stop_registries
 
     removed = []
-    containers = runner.containers(mesh)
+    names = [mesh] if mesh is not None else meshes()
+    containers = _containers(runner, mesh)
     for c in containers:
         runner.remove(c.name)
         removed.append(c.service)
-    meshes = {mesh} if mesh else {c.mesh for c in containers}
-    for m in sorted(meshes):
+    for m in sorted(set(names) | {c.mesh for c in containers}):
         runner.remove_network(network_name(m))
-    if mesh is None or not runner.containers(None):
+        forget_mesh(m)
+    if not keep_servers and not _containers(runner, None):
         stop_local_cas(forget=volumes)
         stop_registries()
     return removed
