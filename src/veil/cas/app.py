@@ -12,10 +12,13 @@ import gc
 import os
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Body, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -121,8 +124,8 @@ def create_app(cas: Cas, rate_scale: float = 1.0) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        with contextlib.suppress(Tampered, SQLAlchemyError):
-            denials.flush()  # refusals still only counted
+        denials.flush()  # refusals still only counted
+        auditor.shutdown(wait=True)
         cas.integrity.counter.flush()  # the high-water mark of what this worker saw
 
     app = FastAPI(
@@ -163,18 +166,39 @@ def create_app(cas: Cas, rate_scale: float = 1.0) -> FastAPI:
         reason = "the CAS database is unavailable; retry later"
         return JSONResponse({"detail": {"reason": reason}}, 503)
 
-    # anonymous writes, per source address (veil.cas.ratelimit)
+    # anonymous writes, per source address (veil.cas.ratelimit): refused in the middleware
+    # while a source is over its rate; what passes runs its lookups and writes in threads of
+    # its own (two), so the flood never occupies the pool or the audit writer legitimate
+    # requests use
     k = rate_scale
     registrations = ratelimit.Bucket("registrations", rate=0.5 * k, burst=30 * k)
     unknown_ids = ratelimit.Bucket(
         "nonce requests for unknown config ids", rate=5 * k, burst=20 * k
     )
-    denials = ratelimit.Aggregator(
-        lambda **fields: cas.audit_event("denied", outcome="denied", **fields)
+    anonymous = anyio.CapacityLimiter(2)
+    auditor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="veil-denials")
+
+    def record_denial(**fields: Any) -> None:
+        with contextlib.suppress(Tampered, SQLAlchemyError):
+            cas.audit_event("denied", outcome="denied", **fields)
+
+    def record_later(**fields: Any) -> None:
+        auditor.submit(record_denial, **fields)
+
+    denials = ratelimit.Aggregator(record_later)
+    hold = ratelimit.Hold()
+    app.add_middleware(
+        ratelimit.Gate,
+        registrations=registrations,
+        unknown_ids=unknown_ids,
+        denials=denials,
+        maybe_named=lambda config_id: attest.maybe_named(cas, config_id),
+        hold=hold,
     )
 
     @app.exception_handler(ratelimit.Limited)
     async def _limited(_req: Request, exc: ratelimit.Limited) -> JSONResponse:
+        await hold()
         headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse({"detail": {"reason": exc.reason}}, 429, headers=headers)
 
@@ -183,9 +207,12 @@ def create_app(cas: Cas, rate_scale: float = 1.0) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/v1/clients", response_model=RegisterResponse)
-    def register(body: RegisterRequest, request: Request) -> RegisterResponse:
-        """Sign a client's CSR. Registration grants nothing: access comes from sessions."""
-        registrations.take(_source(request))
+    async def register(body: RegisterRequest) -> RegisterResponse:
+        """Sign a client's CSR. Registration grants nothing: access comes from sessions.
+        (The rate per source is taken in `ratelimit.Gate`.)"""
+        return await anyio.to_thread.run_sync(_register, body, limiter=anonymous)
+
+    def _register(body: RegisterRequest) -> RegisterResponse:
         try:
             cert, identity = pki.issue_client_cert(
                 body.csr.encode(), cas.keys.client_ca_key, cas.keys.client_ca_pem
@@ -255,11 +282,12 @@ def create_app(cas: Cas, rate_scale: float = 1.0) -> FastAPI:
         if attest.known_config_id(cas, body.config_id):
             return JSONResponse(attest.new_nonce(cas, body.config_id))
         try:
-            out = await run_in_threadpool(attest.issue_nonce, cas, body.config_id, False)
+            out = await anyio.to_thread.run_sync(
+                attest.issue_nonce, cas, body.config_id, False, limiter=anonymous
+            )
         except Refusal as r:
             source = _source(request)
-            fields: dict[str, Any] = {"config_id": body.config_id, "reason": r.reason}
-            await run_in_threadpool(lambda: denials.note(source, "nonce", op="nonce", **fields))
+            denials.note(source, "nonce", op="nonce", config_id=body.config_id, reason=r.reason)
             unknown_ids.take(source)
             raise
         return JSONResponse(out)

@@ -83,6 +83,24 @@ def known_config_id(cas: Cas, config_id: str) -> bool:
     return seen is not None and time.monotonic() - seen < KNOWN_TTL
 
 
+def maybe_named(cas: Cas, config_id: str) -> bool:
+    """Whether `config_id` may name a service, by what this process already holds in memory
+    (no database read): a known config id, or a session in the last verified snapshot whose
+    document, when cached, has that service. False only for ids that named nothing when that
+    snapshot was taken (`veil.cas.ratelimit` refuses such ids from a source over its rate)."""
+    if known_config_id(cas, config_id):
+        return True
+    snap = cas.last_snapshot
+    parts = config_id.split("/")
+    if snap is None or len(parts) != 3:
+        return snap is None
+    head = snap.heads.get((parts[0], parts[1]))
+    if head is None:
+        return False
+    doc = cas.cached_document(head.hash)
+    return doc is None or doc.service(parts[2]) is not None
+
+
 def new_nonce(cas: Cas, config_id: str) -> dict[str, Any]:
     body = struct.pack(">I", int(time.time()) + NONCE_TTL) + os.urandom(12)
     nonce = base64.b64encode(body + _nonce_mac(cas, config_id, body)).decode()

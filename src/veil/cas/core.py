@@ -186,6 +186,15 @@ class Cas:
             audit.append(conn, self.integrity, event, **fields)
 
     @property
+    def last_snapshot(self) -> Snapshot | None:
+        """The snapshot last verified, without reading anything (possibly stale)."""
+        return self._snapshot
+
+    def cached_document(self, version_hash: str) -> SessionDoc | None:
+        """The document of a version already verified and parsed, else None (no read)."""
+        return self._docs.get(version_hash)
+
+    @property
     def r(self) -> Engine:
         return self.reader or self.engine
 
