@@ -7,6 +7,7 @@ and test_integrity.py."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import struct
@@ -51,9 +52,21 @@ def test_simulation_evidence_binds_nonce_and_measurement() -> None:
         v.verify(_evidence(report_nonce="b3RoZXI="))
     with pytest.raises(Refused, match="measurement differs"):
         v.verify(_evidence(report_measurement=M2))
-    for bad in ("!!", base64.b64encode(b"[1]").decode(), base64.b64encode(b"{").decode()):
+    good = _evidence().report
+    for bad in ("!!", base64.b64encode(b"[1]").decode(), base64.b64encode(b"{").decode(),
+                good[:8] + "*" + good[8:]):  # a report in another spelling is not the report
         with pytest.raises(Refused):
             v.verify(Evidence(CID, M1, "bm9uY2U=", "simulation", bad))
+
+
+def test_evidence_and_claims_cannot_change_once_made() -> None:
+    """A verifier's verdict is what it returned: nothing downstream can edit the claims (or
+    the evidence they were judged against) before the judgement."""
+    claims = SimulationVerifier().verify(_evidence())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        claims.measurement = M2  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        _evidence().nonce = "b3RoZXI="  # type: ignore[misc]
 
 
 def _doc(mode: str = "debug", **attestation: Any) -> SessionDoc:
@@ -111,22 +124,23 @@ def test_nonce_checks() -> None:
     assert _check_nonce(CAS, CID, fresh) > time.time()
     future = int(time.time()) + 30
     assert _check_nonce(CAS, CID, _nonce(future)) == future
-    with pytest.raises(Refusal, match="expired"):
-        _check_nonce(CAS, CID, _nonce(int(time.time()) - 1))
-    with pytest.raises(Refusal, match="not issued by this CAS for this config id"):
-        _check_nonce(CAS, "ns/s/other", _nonce(future))
+
+    def refused(status: int, why: str, config_id: str, nonce: str) -> None:
+        with pytest.raises(Refusal, match=why) as r:
+            _check_nonce(CAS, config_id, nonce)
+        assert r.value.status == status  # 400: malformed, 403: not (or no longer) good
+
+    refused(403, "expired", CID, _nonce(int(time.time()) - 1))
+    refused(403, "not issued by this CAS for this config id", "ns/s/other", _nonce(future))
     raw = bytearray(base64.b64decode(_nonce(future)))
     raw[20] ^= 1
-    with pytest.raises(Refusal, match="not issued"):
-        _check_nonce(CAS, CID, base64.b64encode(bytes(raw)).decode())
+    refused(403, "not issued", CID, base64.b64encode(bytes(raw)).decode())
     good = _nonce(future)
     other = good[:42] + ("B" if good[42] == "A" else "A") + good[43:]
     if base64.b64decode(other) == base64.b64decode(good):
-        with pytest.raises(Refusal, match="canonical"):
-            _check_nonce(CAS, CID, other)
-    for bad, why in [("!!!!", "not base64"), (base64.b64encode(b"x" * 31).decode(), "issued")]:
-        with pytest.raises(Refusal, match=why):
-            _check_nonce(CAS, CID, bad)
+        refused(400, "canonical", CID, other)
+    refused(400, "not base64", CID, "!!!!")
+    refused(400, "not one this CAS issued", CID, base64.b64encode(b"x" * 31).decode())
 
 
 def test_a_nonce_expiring_this_second_is_still_good() -> None:
@@ -158,7 +172,10 @@ def test_report_data_binds_the_nonce_bytes_and_the_measurement() -> None:
     want = hashlib.sha512(bytes(range(32)) + bytes.fromhex(M1)).digest()
     assert expected_report_data(nonce, M1) == want
     assert expected_report_data(nonce, M2) != want
-    for bad_nonce, meas in (("!!" + nonce[2:], M1), (nonce, "zz" * 32)):
+    # a character outside the alphabet is refused, not skipped: the bytes bound must be the
+    # nonce's, whatever spelling reached the verifier
+    for bad_nonce, meas in (("!!" + nonce[2:], M1), (nonce[:10] + "!" + nonce[10:], M1),
+                            (nonce, "zz" * 32)):
         with pytest.raises(Refused, match="malformed"):
             expected_report_data(bad_nonce, meas)
 
