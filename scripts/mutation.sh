@@ -20,7 +20,7 @@ MODULES=(
   "simulation|src/veil/cas/verifiers/simulation.py|tests/cas/test_guards.py"
   "judge|src/veil/cas/verifiers/__init__.py|tests/cas/test_guards.py"
   "attest|src/veil/cas/attest.py|tests/cas/test_guards.py tests/cas/test_groupcommit.py"
-  "integrity|src/veil/cas/integrity.py|tests/cas/test_guards.py"
+  "integrity|src/veil/cas/integrity.py|tests/cas/test_guards.py tests/cas/test_integrity_rows.py"
   "substitute|src/veil/cas/substitute.py|tests/cas/test_crypto.py tests/cas/test_policy.py"
   "signing|src/veil/image/signing.py|tests/image/test_signing.py"
   "quote|src/veil/cas/verifiers/quote.py|tests/cas/test_verifiers_quote.py"
