@@ -68,7 +68,7 @@ TOML
   echo "== $name ($module) $(date -u +%H:%M:%S)"
   db="$out/$name.sqlite"
   if [ "${MUTATION_RERUN:-}" = 1 ] && [ -f "$db" ]; then
-    sqlite3 "$db" "DELETE FROM work_results WHERE test_outcome = 'SURVIVED'"
+    python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute("DELETE FROM work_results WHERE test_outcome = ?", ("SURVIVED",)); c.commit()' "$db"
   else
     rm -f "$db"
     cosmic-ray init "$name.toml" "$db" >/dev/null
