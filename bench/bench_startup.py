@@ -3,8 +3,9 @@
 
 Baseline, measured in the same run and interleaved with the commands: `python3 -c pass`.
 Each command is a fresh process (`python3 -m veil ...`, the same interpreter, so a launcher
-script's own start — a pyenv shim, say — is not counted). Prints the median wall time, the ratio
-to the baseline and the peak resident memory of the child (ru_maxrss).
+script's own start — a pyenv shim, say — is not counted). Prints the median wall time and CPU time
+(user + system: steadier on a loaded machine), their ratios to the baseline and the peak
+resident memory of the child (ru_maxrss).
 Targets: `--version` and `--help` ≤ 1.5 times the baseline; the dry run of the seeds' hello-user
 service manifest ≤ 0.3 s.
 
@@ -29,16 +30,17 @@ SERVICE = ROOT / "examples" / "hello-user" / "service.yaml"
 
 
 def run_once(args: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds and CPU seconds (user + system) of one child process. CPU time is the
+    steadier figure on a loaded machine: waiting for a CPU is not in it."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run(args, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE, check=False)
     wall = time.perf_counter() - t
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{p.stderr.decode()[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
 
 
 def main() -> None:
@@ -59,14 +61,16 @@ def main() -> None:
             py, "-m", "veil", "apply", "-f", str(SERVICE), "--dry-run", "-t", f"{work}/target"],
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
+    cpus: dict[str, list[float]] = {k: [] for k in cases}
     peaks: dict[str, float] = dict.fromkeys(cases, 0.0)
     try:
         for args in cases.values():  # warm the page cache and .pyc files once
             run_once(args, env, work)
         for _ in range(opts.repeat):  # interleaved, so load on the machine hits all alike
             for name, args in cases.items():
-                wall, _ = run_once(args, env, work)
+                wall, cpu = run_once(args, env, work)
                 times[name].append(wall)
+                cpus[name].append(cpu)
         for name, args in cases.items():  # peak RSS: a child of its own, measured alone
             probe = subprocess.run(
                 [py, "-c", "import resource, subprocess, sys; subprocess.run(sys.argv[1:], "
@@ -77,10 +81,13 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = statistics.median(times["python3 -c pass (baseline)"])
-    print(f"{'command':42} {'median':>9} {'ratio':>7} {'peak RSS':>10}   (n={opts.repeat})")
+    cbase = statistics.median(cpus["python3 -c pass (baseline)"])
+    print(f"{'command':40} {'wall':>9} {'ratio':>6} {'cpu':>9} {'ratio':>6} {'peak RSS':>10}"
+          f"   (medians, n={opts.repeat})")
     for name in cases:
-        med = statistics.median(times[name])
-        print(f"{name:42} {med * 1000:7.1f} ms {med / base:6.2f}x {peaks[name]:7.1f} MiB")
+        med, cpu = statistics.median(times[name]), statistics.median(cpus[name])
+        print(f"{name:40} {med * 1000:6.1f} ms {med / base:5.2f}x {cpu * 1000:6.1f} ms "
+              f"{cpu / cbase:5.2f}x {peaks[name]:6.1f} MiB")
     print("targets: --version, --help <= 1.50x baseline; dry run <= 300 ms")
 
 

@@ -15,7 +15,12 @@ import typer
 
 from veil import cli
 
-HEAVY = ("typer", "rich", "pydantic", "httpx", "jinja2", "ruamel", "fastapi", "cryptography")
+HEAVY = ("typer", "rich", "pydantic", "httpx", "jinja2", "ruamel", "fastapi", "cryptography",
+         "sqlalchemy", "uvicorn", "kubernetes_validate", "helm_python")
+# what a service's `apply --dry-run` needs none of: servers, clients, the chart tooling, the
+# template engine (a service manifest without templates)
+NOT_FOR_A_DRY_RUN = ("httpx", "fastapi", "sqlalchemy", "cryptography", "uvicorn",
+                     "kubernetes_validate", "helm_python", "jinja2")
 
 
 def _modules_after(*args: str) -> set[str]:
@@ -96,7 +101,37 @@ def test_sconectl_names_itself(capsys: pytest.CaptureFixture[str]) -> None:
 def test_a_service_dry_run_loads_no_mesh_cas_or_registry_client(tmp_path: Path) -> None:
     hello = Path(__file__).resolve().parents[2] / "examples" / "hello-user" / "service.yaml"
     loaded = _modules_after("apply", "-f", str(hello), "--dry-run", "-t", str(tmp_path / "t"))
-    unwanted = sorted(m for m in loaded if m.split(".")[0] in (
-        "httpx", "fastapi", "sqlalchemy", "cryptography", "uvicorn")
-        or m.startswith(("veil.mesh", "veil.cas")))
+    unwanted = sorted(m for m in loaded if m.split(".")[0] in NOT_FOR_A_DRY_RUN
+                      or m.startswith(("veil.mesh", "veil.cas", "veil.resolve.env",
+                                       "veil.deploy.chart.files")))
     assert unwanted == []
+
+
+def test_a_dry_run_builds_no_model_of_a_mesh(tmp_path: Path) -> None:
+    """The mesh's pydantic models are built when first used (defer_build), not when
+    `veil.manifest.models` is imported: a service's dry run builds only its own."""
+    hello = Path(__file__).resolve().parents[2] / "examples" / "hello-user" / "service.yaml"
+    code = ("import sys; from veil.cli import main; rc = main(sys.argv[1:]); "
+            "from veil.manifest import models; "
+            "print(models.Mesh.__pydantic_complete__, models.GenService.__pydantic_complete__, "
+            "file=sys.stderr); sys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code, "apply", "-f", str(hello), "--dry-run",
+                        "-t", str(tmp_path / "t")], capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.split()[-2:] == ["False", "True"]
+
+
+def test_python_X_importtime_of_version_and_dry_run(tmp_path: Path) -> None:
+    """As a user would look: `python3 -X importtime -m veil ...` lists no heavy module."""
+    hello = Path(__file__).resolve().parents[2] / "examples" / "hello-user" / "service.yaml"
+    for args, heavy in ((["--version"], HEAVY), (["--help"], HEAVY),
+                        (["apply", "-f", str(hello), "--dry-run", "-t", str(tmp_path / "t")],
+                         NOT_FOR_A_DRY_RUN)):
+        p = subprocess.run([sys.executable, "-X", "importtime", "-m", "veil", *args],
+                           capture_output=True, text=True, timeout=60, check=False)
+        assert p.returncode == 0, p.stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert len(imported) > 10  # the lines were read
+        assert sorted(m for m in imported if m.split(".")[0] in heavy) == [], args

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from veil.cli._app import state
 from veil.errors import Problem
-from veil.manifest.description import ServiceDescription
-from veil.manifest.load import Loaded
-from veil.resolve.env import Origin
+
+if TYPE_CHECKING:  # not loaded by a service's `apply --dry-run` (start-up time)
+    from veil.manifest.description import ServiceDescription
+    from veil.manifest.load import Loaded
+    from veil.resolve.env import Origin
 
 __all__ = ["descriptions_for", "print_warnings"]
 

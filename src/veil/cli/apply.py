@@ -30,8 +30,6 @@ from veil.deploy.chart.names import RELEASE_RE, release_name
 from veil.errors import OperationalError, UserError
 from veil.manifest.load import Loaded, load_document, read_manifest
 from veil.manifest.models import GenService, Mesh
-from veil.resolve.defaults import print_defaults
-from veil.resolve.service_defaults import service_defaults
 
 __all__ = ["register", "release_name"]
 
@@ -129,6 +127,8 @@ def apply(
     if doc.kind == "genservice":
         assert isinstance(doc.model, GenService)
         if defaults:
+            from veil.resolve.service_defaults import service_defaults
+
             _write(service_defaults(doc.model, name), out)
             return
         if out is not None:
@@ -136,6 +136,8 @@ def apply(
         apply_service(file, doc.model, options, positions=doc.positions)
         return
     if defaults:
+        from veil.resolve.defaults import print_defaults
+
         descriptions, _ = descriptions_for(doc)
         _write(print_defaults(text, name, descriptions), out)
         return

@@ -11,8 +11,6 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import jinja2
-
 from veil.errors import ProblemCollector
 from veil.manifest.casmode import CAS_MODES, REFUSED_MODES
 from veil.manifest.imageref import FORM, reference_problem
@@ -28,7 +26,6 @@ __all__ = ["SHELL_VAR_RE", "check_document", "shell_vars", "walk_strings"]
 # `$VAR` / `${VAR}` as envsubst would replace them; `$$SCONE::...$$` is removed first.
 SHELL_VAR_RE = re.compile(r"\$(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
 _ENVSUBST_HINT = "did you run envsubst? (`envsubst < mesh.yaml.template > mesh.yaml`)"
-_TEMPLATE_ENV = jinja2.Environment(autoescape=False)
 
 
 def shell_vars(text: str) -> list[str]:
@@ -81,11 +78,15 @@ def _check_shell_vars(loaded: Loaded, col: ProblemCollector) -> None:
 
 def _check_templates(loaded: Loaded, col: ProblemCollector) -> None:
     pos = loaded.positions
+    env = None
     for path, text in walk_strings(loaded.tree):
         if "{{" not in text and "{%" not in text:
             continue
+        import jinja2  # only for a document with templates (start-up time)
+
+        env = env or jinja2.Environment(autoescape=False)
         try:
-            _TEMPLATE_ENV.parse(text)
+            env.parse(text)
         except jinja2.TemplateSyntaxError as err:
             col.extend([pos.problem(f"template syntax error: {err.message}", path, value=text,
                                     allowed="{{name}} or {{ name | default(value=\"x\") }}")])

@@ -23,7 +23,7 @@ LABEL_KEY = "dev.veil.service-description"
 
 
 class StableImage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built when first used
 
     image: str
     measurement: str
@@ -31,7 +31,7 @@ class StableImage(BaseModel):
 
 
 class ServiceDescription(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built when first used
 
     schema_: str = Field(default=SCHEMA, alias="schema")
     name: str

@@ -58,7 +58,9 @@ def _check_api_version(v: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # defer_build: a model's validator is built when first used, so a command that reads a
+    # service manifest does not pay for building the mesh's models (start-up time)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 def scalar_to_str(v: Any) -> Any:
