@@ -70,6 +70,39 @@ def append(conn: Connection, integ: Integrity, event: str, delta: int = 0, **fie
     return seq
 
 
+def append_many(
+    conn: Connection, integ: Integrity, entries: list[tuple[str, dict[str, Any]]], delta: int = 0
+) -> int:
+    """Append several entries (event, fields) inside the caller's transaction, one after the
+    other in the chain exactly as `append` would, with one insert of all of them and one move
+    of the head; `delta` is what the transaction's row writes together do to the state digest.
+    Returns the last sequence number (the head's, when `entries` is empty)."""
+    floor = integ.counter.floor()
+    state = read_state(conn, lock=True)
+    integ.check_state(state, floor)
+    if not entries:
+        return state.seq
+    seq, prev = state.seq, state.last
+    time = dt.datetime.now(dt.UTC).isoformat()
+    rows: list[dict[str, Any]] = []
+    for event, fields in entries:
+        seq += 1
+        data = {"event": event, "seq": seq, "time": time, **fields}
+        entry = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        mac = _mac(integ.audit_key, prev, entry)
+        rows.append({"seq": seq, "entry": entry, "prev": prev, "mac": mac})
+        prev = mac
+    digest = integ.fold(state.digest, delta) if delta else state.digest
+    fastsql.executemany(conn, _INSERT_SQL, rows)
+    row_mac = integ.state_mac(seq, prev, digest)
+    fastsql.execute(
+        conn, _MOVE_SQL, {"seq": seq, "mac": prev, "digest": digest, "row_mac": row_mac}
+    )
+    _, changed = conn.info.get(PENDING, (0, False))
+    conn.info[PENDING] = (seq, changed or bool(delta))
+    return seq
+
+
 def pending(conn: Connection) -> tuple[int, bool] | None:
     """Take what this transaction appended (call just before it commits)."""
     out: tuple[int, bool] | None = conn.info.pop(PENDING, None)

@@ -18,10 +18,10 @@ from veil.cas.secrets import Material
 from veil.cas.sessions import (
     Prepared,
     SessionInfo,
-    create_in,
+    Writes,
     prepare_create,
     prepare_update,
-    update_in,
+    stored_fingerprints,
 )
 from veil.session.model import SessionDoc
 
@@ -42,8 +42,9 @@ def current(
     if len(names) > MAX_SESSIONS:
         raise Refusal(422, f"at most {MAX_SESSIONS} sessions per request")
     out: dict[str, dict[str, Any] | None] = {}
+    heads = cas.snapshot().heads  # one verified state for every name
     for name in names:
-        head = cas.head(namespace, name)
+        head = heads.get((namespace, name))
         if head is None:
             out[name] = None
             continue
@@ -78,29 +79,37 @@ def commit(
         seen.add(doc.name)
     prepared: list[Prepared] = []
     planned: dict[str, dict[str, Material]] = {}  # an issuer may come from an earlier one
+    stored = stored_fingerprints(cas, namespace, [d.name for d in docs])
     for doc in docs:
         try:
             prepare = prepare_update if doc.predecessor is not None else prepare_create
-            prepared.append(prepare(cas, namespace, doc, identity, planned))
+            prepared.append(prepare(cas, namespace, doc, identity, planned,
+                                    stored.get(doc.name, {})))
         except Refusal as r:
             raise _named(namespace, doc.name, r) from None
     where = {"namespace": namespace, "actor": identity, "op": "transaction"}
     name = ""
     try:
         with cas.write() as conn:
-            pending: dict[str, SessionDoc] = {}
+            # every session checked against one verified state, in order (an import may name
+            # a session written before it), then each table's rows in one statement and one
+            # audit entry per session
+            w = Writes(conn, cas)
             out: list[SessionInfo] = []
             for p in prepared:
                 name = p.doc.name
-                write = update_in if p.head is not None else create_in
-                out.append(write(conn, cas, p, identity, pending))
-                pending[f"{namespace}/{name}"] = p.doc
+                out.append(w.update(p, identity) if p.head is not None
+                           else w.create(p, identity))
+            name = ""
+            w.flush()
     except IntegrityError:
-        reason = f"session {namespace}/{name} was written concurrently; nothing was changed"
-        cas.audit_event("denied", outcome="denied", reason=reason, session=name, **where)
-        raise Refusal(409, reason, session=name) from None
+        who = f"session {namespace}/{name}" if name else f"a session of {namespace}"
+        reason = f"{who} was written concurrently; nothing was changed"
+        cas.audit_event("denied", outcome="denied", reason=reason, session=name or "*", **where)
+        raise Refusal(409, reason, session=name or "*") from None
     except Refusal as r:
-        named = _named(namespace, name, r)
+        name = name or str(r.extra.get("session", ""))
+        named = r if not name or r.reason.startswith("session ") else _named(namespace, name, r)
         cas.audit_event("denied", outcome="denied", reason=named.reason, session=name, **where)
         raise named from None
     return out

@@ -265,7 +265,7 @@ class Cas:
         current = head.hash if head is not None else None
         integ = self.integrity
         out: dict[str, Material] = {}
-        expected = {k[2]: m for k, m in snap.secrets.items() if k[:2] == (namespace, session)}
+        expected = dict(snap.secrets_of.get((namespace, session), {}))
         for name, kind, fp, sealed, mac in rows:
             place = f"{namespace}/{session}/{name}"
             sealed = bytes(sealed)

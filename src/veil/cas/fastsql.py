@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["execute", "for_update"]
+__all__ = ["execute", "executemany", "for_update"]
 
 _NAMED = re.compile(r":([A-Za-z_]\w*)")
 _cache: dict[tuple[str, str], str] = {}
@@ -47,3 +47,25 @@ def execute(conn: Connection, sql: str, params: dict[str, Any] | None = None) ->
     except conn.dialect.loaded_dbapi.Error as err:
         raise DBAPIError.instance(sql, params, err, conn.dialect.loaded_dbapi.Error) from None
     return cur
+
+
+def executemany(conn: Connection, sql: str, rows: list[dict[str, Any]]) -> None:
+    """Run one statement for every row of `rows` in `conn`'s transaction: sqlite3 steps one
+    prepared statement, psycopg2 sends the rows in pages (`execute_batch`). Row counts are
+    not reported (psycopg2 reports the last page's only): a write that must change exactly
+    one row runs on its own through `execute`."""
+    if not rows:
+        return
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cur = raw.cursor()
+    stmt = _for(conn, sql)
+    try:
+        if conn.dialect.driver == "psycopg2":
+            from psycopg2.extras import execute_batch
+
+            execute_batch(cur, stmt, rows, page_size=200)
+        else:
+            cur.executemany(stmt, rows)
+    except conn.dialect.loaded_dbapi.Error as err:
+        raise DBAPIError.instance(sql, rows[:1], err, conn.dialect.loaded_dbapi.Error) from None

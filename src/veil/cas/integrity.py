@@ -29,6 +29,7 @@ up to the last half second of audit entries can be cut while it is down.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import hmac
 import json
@@ -197,6 +198,26 @@ class Snapshot:
     secrets: dict[tuple[str, str, str], str] = field(default_factory=dict)  # -> row MAC
     # (namespace, session, secret, target namespace, target session) -> (owner, row MAC)
     exports: dict[tuple[str, str, str, str, str], tuple[str, str]] = field(default_factory=dict)
+
+    # by session, built once per snapshot (a snapshot is not changed after it was loaded):
+    # a lookup per written or provisioned session must not walk every row of every session
+    @functools.cached_property
+    def secrets_of(self) -> dict[tuple[str, str], dict[str, str]]:
+        """(namespace, session) -> secret name -> row MAC."""
+        out: dict[tuple[str, str], dict[str, str]] = {}
+        for (ns, session, name), mac in self.secrets.items():
+            out.setdefault((ns, session), {})[name] = mac
+        return out
+
+    @functools.cached_property
+    def exports_of(
+        self,
+    ) -> dict[tuple[str, str], dict[tuple[str, str, str, str, str], tuple[str, str]]]:
+        """(namespace, session) -> that session's exports (key -> (owner, row MAC))."""
+        out: dict[tuple[str, str], dict[tuple[str, str, str, str, str], tuple[str, str]]] = {}
+        for k, v in self.exports.items():
+            out.setdefault((k[0], k[1]), {})[k] = v
+        return out
 
 
 @dataclass

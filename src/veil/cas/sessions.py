@@ -14,21 +14,20 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, select
-from sqlalchemy import update as sql_update
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
-from veil.cas import audit, limits
+from veil.cas import audit, fastsql, limits
 from veil.cas.core import Cas, Head, Refusal, Tampered, allowed, now_iso
-from veil.cas.integrity import Integrity, Snapshot
+from veil.cas.integrity import Snapshot
 from veil.cas.secrets import Material, external_problem, fingerprint, generate, seal
-from veil.cas.store import exports as exports_t
-from veil.cas.store import namespaces, secrets_t, session_heads, session_versions
+from veil.cas.store import secrets_t, session_versions
 from veil.session.model import SecretDef, SessionDoc, session_hash
 
 __all__ = [
     "Prepared",
     "SessionInfo",
+    "Writes",
     "check_imports",
     "create",
     "create_in",
@@ -98,13 +97,33 @@ def _imported_dependencies(
     return out, ids
 
 
+def stored_fingerprints(
+    cas: Cas, namespace: str, sessions: list[str]
+) -> dict[str, dict[str, str]]:
+    """session → secret name → fingerprint of what is stored, for many sessions in one query
+    (checked against the rows' MACs when their materials are opened)."""
+    out: dict[str, dict[str, str]] = {}
+    t = secrets_t.c
+    with cas.r.connect() as conn:
+        for i in range(0, len(sessions), 500):
+            for r in conn.execute(
+                select(t.session, t.name, t.fingerprint).where(
+                    t.namespace == namespace, t.session.in_(sessions[i : i + 500])
+                )
+            ):
+                out.setdefault(r.session, {})[r.name] = r.fingerprint
+    return out
+
+
 def _plan_secrets(
     cas: Cas, namespace: str, doc: SessionDoc,
     planned: dict[str, dict[str, Material]] | None = None,
+    stored: dict[str, str] | None = None,
 ) -> tuple[dict[str, tuple[str, str, bytes]], set[str]]:
     """(name → (kind, fingerprint, sealed)) for secrets to write, and names to delete. The
     session's materials are recorded in `planned` (`namespace/session` → name → material) for
-    the sessions a transaction prepares after it."""
+    the sessions a transaction prepares after it. `stored`: the fingerprints of the session's
+    stored secrets when the caller read them already (`stored_fingerprints`)."""
     problems = limits.doc_problems(namespace, doc)
     if problems:
         raise Refusal(422, "; ".join(problems))
@@ -118,15 +137,8 @@ def _plan_secrets(
                 )
             if reason is not None:
                 raise Refusal(422, reason)
-    with cas.r.connect() as conn:
-        stored = {
-            r.name: r.fingerprint
-            for r in conn.execute(
-                select(secrets_t.c.name, secrets_t.c.fingerprint).where(
-                    secrets_t.c.namespace == namespace, secrets_t.c.session == doc.name
-                )
-            )
-        }
+    if stored is None:
+        stored = stored_fingerprints(cas, namespace, [doc.name]).get(doc.name, {})
     existing = cas.materials(namespace, doc.name) if stored else {}
     planned = {} if planned is None else planned
     imported, fps = _imported_dependencies(cas, namespace, doc, planned)
@@ -151,49 +163,39 @@ def _plan_secrets(
     return writes, removed
 
 
+ExportKey = tuple[str, str, str, str, str]  # namespace, session, secret, target ns, target
+
+
 def check_imports(
     snap: Snapshot,
     namespace: str,
     doc: SessionDoc,
     owner: str,
-    pending: dict[str, SessionDoc] | None = None,
+    staged: dict[tuple[str, str], set[ExportKey]] | None = None,
 ) -> list[str]:
     """Reasons why an import is not allowed: the exporting session must export the secret to
     this session, bound to `owner`, the identity that owns (or is creating) this namespace.
     A session that does not exist and one that does not export get the same answer.
-    `pending` (`namespace/name` -> document) holds sessions this transaction already wrote:
-    the same identity writes both, and their exports are bound when written."""
+    `staged` ((namespace, session) -> its exports) holds sessions this transaction already
+    wrote: the same identity writes both, and their exports are bound when written."""
     problems: list[str] = []
     for s in doc.secrets:
         if s.import_ is None:
             continue
         src_ns, src_name, secret_name = import_source(s, namespace)
-        src = (pending or {}).get(f"{src_ns}/{src_name}")
-        if src is not None:
-            problems.extend(_export_problem(s.name, src, src_ns, secret_name, namespace, doc))
-            continue
-        bound = snap.exports.get((src_ns, src_name, secret_name, namespace, doc.name))
-        if bound is None or bound[0] != owner:
+        key = (src_ns, src_name, secret_name, namespace, doc.name)
+        exports = (staged or {}).get((src_ns, src_name))
+        if exports is not None:
+            ok = key in exports
+        else:
+            bound = snap.exports.get(key)
+            ok = bound is not None and bound[0] == owner
+        if not ok:
             problems.append(
                 f"secret {s.name!r}: {src_ns}/{src_name} does not export {secret_name!r} "
                 f"to {namespace}/{doc.name}"
             )
     return problems
-
-
-def _export_problem(
-    name: str, src: SessionDoc, src_ns: str, secret_name: str, namespace: str, doc: SessionDoc
-) -> list[str]:
-    d = src.secret(secret_name)
-    ok = d is not None and any(
-        t.session == doc.name and (t.namespace or src_ns) == namespace for t in d.export
-    )
-    if ok:
-        return []
-    return [
-        f"secret {name!r}: {src_ns}/{src.name} does not export {secret_name!r} "
-        f"to {namespace}/{doc.name}"
-    ]
 
 
 def import_source(s: SecretDef, namespace: str) -> tuple[str, str, str]:
@@ -203,126 +205,225 @@ def import_source(s: SecretDef, namespace: str) -> tuple[str, str, str]:
     return src_ns or namespace, src_name, s.import_.secret or s.name
 
 
-def _write(
-    conn: Connection,
-    integ: Integrity,
-    snap: Snapshot,
-    namespace: str,
-    doc: SessionDoc,
-    writes: dict[str, tuple[str, str, bytes]],
-    removed: set[str],
-) -> int:
-    """Replace the session's changed secrets; returns the change to the state digest."""
-    names = set(writes) | removed
-    gone = [snap.secrets[k] for n in names if (k := (namespace, doc.name, n)) in snap.secrets]
-    if names:
-        conn.execute(
-            delete(secrets_t).where(
-                secrets_t.c.namespace == namespace,
-                secrets_t.c.session == doc.name,
-                secrets_t.c.name.in_(sorted(names)),
-            )
-        )
-    created = now_iso()
-    rows: list[dict[str, Any]] = []
-    for name, (kind, fp, sealed) in sorted(writes.items()):
-        mac = integ.secret_mac(namespace, doc.name, name, kind, fp, sealed)
-        rows.append(
-            {
-                "namespace": namespace,
-                "session": doc.name,
-                "name": name,
-                "kind": kind,
-                "fingerprint": fp,
-                "sealed": sealed,
-                "created": created,
-                "mac": mac,
-            }
-        )
-    if rows:  # one executemany: a statement per row took seconds for 10,000 secrets
-        conn.execute(insert(secrets_t), rows)
-    added = [str(r["mac"]) for r in rows]
-    return integ.delta(added, gone)
-
-
-def _write_exports(
-    conn: Connection,
-    integ: Integrity,
-    snap: Snapshot,
-    namespace: str,
-    doc: SessionDoc,
-    identity: str,
-) -> int:
-    """Record who may import this session's secrets. An export keeps the owner it was bound
-    to when first written: the importing namespace's owner, or — when nobody owns that
-    namespace yet — the identity writing the export, so a namespace created later by anyone
-    else cannot claim it. Returns the change to the state digest."""
-    wanted = {
-        (namespace, doc.name, s.name, t.namespace or namespace, t.session)
-        for s in doc.secrets
-        if s.import_ is None
-        for t in s.export
-    }
-    have = {k: v for k, v in snap.exports.items() if k[:2] == (namespace, doc.name)}
-    added: list[str] = []
-    gone: list[str] = []
-    for k in sorted(set(have) - wanted):
-        gone.append(have[k][1])
-        conn.execute(
-            delete(exports_t).where(*(c == v for c, v in zip(_EXPORT_KEY, k, strict=True)))
-        )
-    for k in sorted(wanted - set(have)):
-        owner = snap.owners.get(k[3], identity)
-        mac = integ.export_mac(k, owner)
-        added.append(mac)
-        conn.execute(
-            insert(exports_t).values(
-                namespace=k[0],
-                session=k[1],
-                secret=k[2],
-                target_namespace=k[3],
-                target_session=k[4],
-                owner=owner,
-                mac=mac,
-            )
-        )
-    return integ.delta(added, gone)
-
-
-_EXPORT_KEY = (
-    exports_t.c.namespace,
-    exports_t.c.session,
-    exports_t.c.secret,
-    exports_t.c.target_namespace,
-    exports_t.c.target_session,
+_INSERT_NAMESPACE = (
+    "INSERT INTO namespaces (name, owner, created, mac) VALUES (:name, :owner, :created, :mac)"
 )
+_INSERT_HEAD = (
+    "INSERT INTO session_heads (namespace, name, version, hash, creator, mac) "
+    "VALUES (:namespace, :name, :version, :hash, :creator, :mac)"
+)
+# an update wins only from the version it names: of two updates of one version, one changes
+# the row and the other changes nothing (409)
+_MOVE_HEAD = (
+    "UPDATE session_heads SET version = :version, hash = :hash, mac = :mac "
+    "WHERE namespace = :namespace AND name = :name AND hash = :predecessor"
+)
+_INSERT_VERSION = (
+    "INSERT INTO session_versions "
+    "(namespace, name, version, hash, predecessor, document, author, created, mac) "
+    "VALUES (:namespace, :name, :version, :hash, :predecessor, :document, :author, :created, "
+    ":mac)"
+)
+_DELETE_SECRET = (
+    "DELETE FROM secrets WHERE namespace = :namespace AND session = :session AND name = :name"
+)
+_INSERT_SECRET = (
+    "INSERT INTO secrets (namespace, session, name, kind, fingerprint, sealed, created, mac) "
+    "VALUES (:namespace, :session, :name, :kind, :fingerprint, :sealed, :created, :mac)"
+)
+_DELETE_EXPORT = (
+    "DELETE FROM exports WHERE namespace = :namespace AND session = :session "
+    "AND secret = :secret AND target_namespace = :target_namespace "
+    "AND target_session = :target_session"
+)
+_INSERT_EXPORT = (
+    "INSERT INTO exports (namespace, session, secret, target_namespace, target_session, owner, "
+    "mac) VALUES (:namespace, :session, :secret, :target_namespace, :target_session, :owner, "
+    ":mac)"
+)
+_EXPORT_COLUMNS = ("namespace", "session", "secret", "target_namespace", "target_session")
 
 
-def _store_version(
-    conn: Connection,
-    integ: Integrity,
-    namespace: str,
-    doc: SessionDoc,
-    version: int,
-    h: str,
-    author: str,
-) -> None:
-    document = json.dumps(doc.canonical(), sort_keys=True)
-    conn.execute(
-        insert(session_versions).values(
-            namespace=namespace,
-            name=doc.name,
-            version=version,
-            hash=h,
-            predecessor=doc.predecessor,
-            document=document,
-            author=author,
-            created=now_iso(),
-            mac=integ.version_mac(
+class Writes:
+    """The rows of one or more session writes in the caller's write transaction.
+
+    `create` and `update` check a prepared write against the state the transaction sees (read
+    and verified once), with the writes staged before it, and stage its rows and its audit
+    entry; `flush` then writes each table's rows with one statement, the heads of updates one
+    by one (each must change exactly one row), and the audit entries as one piece of the
+    chain — one entry per session. A refusal raises before anything was written; the caller's
+    transaction rolls back whatever an error in `flush` leaves."""
+
+    def __init__(self, conn: Connection, cas: Cas) -> None:
+        self.conn = conn
+        self.integ = cas.integrity
+        self.snap = cas.snapshot(conn)
+        self.created = now_iso()
+        self.new_owners: dict[str, str] = {}  # namespaces this transaction creates
+        self.rows: dict[str, list[dict[str, Any]]] = {
+            k: [] for k in ("namespaces", "heads", "moves", "versions", "secrets_gone",
+                            "secrets", "exports_gone", "exports")
+        }
+        self.entries: list[tuple[str, dict[str, Any]]] = []
+        self.delta = 0
+        self.written: set[tuple[str, str]] = set()
+        # (namespace, session) staged -> the exports it has once written
+        self.staged: dict[tuple[str, str], set[ExportKey]] = {}
+
+    def _owner(self, namespace: str) -> str | None:
+        return self.snap.owners.get(namespace) or self.new_owners.get(namespace)
+
+    def create(self, p: Prepared, identity: str) -> SessionInfo:
+        """Stage a prepared create (an import may name a session staged before it)."""
+        namespace, doc, h = p.namespace, p.doc, p.hash
+        owner = self._owner(namespace)
+        delta = 0
+        if owner is None:
+            row = self.integ.namespace_row(namespace, identity, self.created)
+            self.rows["namespaces"].append(row)
+            self.new_owners[namespace] = identity
+            delta ^= self.integ.delta([row["mac"]])
+        elif owner != identity:
+            raise Refusal(403, f"namespace {namespace!r} belongs to another client")
+        if (namespace, doc.name) in self.snap.heads or (namespace, doc.name) in self.written:
+            raise Refusal(
+                409,
+                f"session {namespace}/{doc.name} exists; update it with "
+                "its current hash as predecessor",
+            )
+        problems = check_imports(self.snap, namespace, doc, identity, self.staged)
+        if problems:
+            raise Refusal(422, "; ".join(problems))
+        row = self.integ.head_row(namespace, doc.name, 1, h, identity)
+        self.rows["heads"].append(row)
+        delta ^= self.integ.delta([row["mac"]])
+        self._version(namespace, doc, 1, h, identity)
+        delta ^= self._secrets(namespace, doc, p.writes, set())
+        delta ^= self._exports(namespace, doc, identity)
+        self._audit("create", delta, p, 1, identity)
+        return SessionInfo(namespace, doc.name, 1, h)
+
+    def update(self, p: Prepared, identity: str | None) -> SessionInfo:
+        """Stage a prepared update (see `create`)."""
+        namespace, doc, h = p.namespace, p.doc, p.hash
+        lost = Refusal(
+            409,
+            "another update of this version won; read the session again and retry with its hash",
+        )
+        now = self.snap.heads.get((namespace, doc.name))
+        if now is None or now.hash != doc.predecessor or (namespace, doc.name) in self.written:
+            raise lost
+        owner = self._owner(namespace) or identity or ""
+        problems = check_imports(self.snap, namespace, doc, owner, self.staged)
+        if problems:
+            raise Refusal(422, "; ".join(problems))
+        version = now.version + 1
+        row = self.integ.head_row(namespace, doc.name, version, h, now.creator)
+        self.rows["moves"].append({**row, "predecessor": doc.predecessor})
+        delta = self.integ.delta([row["mac"]], [self.snap.head_macs[(namespace, doc.name)]])
+        self._version(namespace, doc, version, h, identity or "")
+        delta ^= self._secrets(namespace, doc, p.writes, p.removed)
+        delta ^= self._exports(namespace, doc, identity or now.creator)
+        self._audit("update", delta, p, version, identity)
+        return SessionInfo(namespace, doc.name, version, h)
+
+    def _audit(
+        self, event: str, delta: int, p: Prepared, version: int, identity: str | None
+    ) -> None:
+        self.written.add((p.namespace, p.doc.name))
+        self.delta ^= delta
+        self.entries.append((event, {
+            "outcome": "ok", "hash": p.hash, "version": version, "secrets": sorted(p.writes),
+            "namespace": p.namespace, "session": p.doc.name, "actor": identity,
+        }))
+
+    def _version(
+        self, namespace: str, doc: SessionDoc, version: int, h: str, author: str
+    ) -> None:
+        document = json.dumps(doc.canonical(), sort_keys=True)
+        self.rows["versions"].append({
+            "namespace": namespace, "name": doc.name, "version": version, "hash": h,
+            "predecessor": doc.predecessor, "document": document, "author": author,
+            "created": self.created,
+            "mac": self.integ.version_mac(
                 namespace, doc.name, version, h, doc.predecessor, document, author
             ),
+        })
+
+    def _secrets(
+        self,
+        namespace: str,
+        doc: SessionDoc,
+        writes: dict[str, tuple[str, str, bytes]],
+        removed: set[str],
+    ) -> int:
+        """Replace the session's changed secrets; returns the change to the state digest."""
+        stored = self.snap.secrets_of.get((namespace, doc.name), {})
+        names = sorted(set(writes) | removed)
+        gone = [stored[n] for n in names if n in stored]
+        self.rows["secrets_gone"].extend(
+            {"namespace": namespace, "session": doc.name, "name": n} for n in names
         )
-    )
+        added: list[str] = []
+        for name, (kind, fp, sealed) in sorted(writes.items()):
+            mac = self.integ.secret_mac(namespace, doc.name, name, kind, fp, sealed)
+            added.append(mac)
+            self.rows["secrets"].append({
+                "namespace": namespace, "session": doc.name, "name": name, "kind": kind,
+                "fingerprint": fp, "sealed": sealed, "created": self.created, "mac": mac,
+            })
+        return self.integ.delta(added, gone)
+
+    def _exports(self, namespace: str, doc: SessionDoc, identity: str) -> int:
+        """Record who may import this session's secrets. An export keeps the owner it was bound
+        to when first written: the importing namespace's owner, or — when nobody owns that
+        namespace yet — the identity writing the export, so a namespace created later by anyone
+        else cannot claim it. Returns the change to the state digest."""
+        wanted = {
+            (namespace, doc.name, s.name, t.namespace or namespace, t.session)
+            for s in doc.secrets
+            if s.import_ is None
+            for t in s.export
+        }
+        self.staged[(namespace, doc.name)] = wanted
+        have = self.snap.exports_of.get((namespace, doc.name), {})
+        added: list[str] = []
+        gone: list[str] = []
+        for k in sorted(set(have) - wanted):
+            gone.append(have[k][1])
+            self.rows["exports_gone"].append(dict(zip(_EXPORT_COLUMNS, k, strict=True)))
+        for k in sorted(wanted - set(have)):
+            owner = self._owner(k[3]) or identity
+            mac = self.integ.export_mac(k, owner)
+            added.append(mac)
+            self.rows["exports"].append(
+                {**dict(zip(_EXPORT_COLUMNS, k, strict=True)), "owner": owner, "mac": mac}
+            )
+        return self.integ.delta(added, gone)
+
+    def flush(self) -> None:
+        """Write everything staged (in the caller's transaction)."""
+        conn, rows = self.conn, self.rows
+        fastsql.executemany(conn, _INSERT_NAMESPACE, rows["namespaces"])
+        for move in rows["moves"]:
+            if fastsql.execute(conn, _MOVE_HEAD, move).rowcount != 1:
+                raise Refusal(
+                    409,
+                    f"session {move['namespace']}/{move['name']}: another update of this "
+                    "version won; read the session again and retry with its hash",
+                    session=move["name"],
+                )
+        fastsql.executemany(conn, _INSERT_HEAD, rows["heads"])
+        fastsql.executemany(conn, _INSERT_VERSION, rows["versions"])
+        fastsql.executemany(conn, _DELETE_SECRET, rows["secrets_gone"])
+        fastsql.executemany(conn, _INSERT_SECRET, rows["secrets"])
+        fastsql.executemany(conn, _DELETE_EXPORT, rows["exports_gone"])
+        fastsql.executemany(conn, _INSERT_EXPORT, rows["exports"])
+        audit.append_many(conn, self.integ, self.entries, self.delta)
+        for v in self.rows.values():
+            v.clear()
+        self.entries = []
+        self.delta = 0
 
 
 def _deny(cas: Cas, status: int, reason: str, **fields: Any) -> Refusal:
@@ -343,13 +444,14 @@ class Prepared:
 
 
 def prepare_create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None,
-                   planned: dict[str, dict[str, Material]] | None = None) -> Prepared:
+                   planned: dict[str, dict[str, Material]] | None = None,
+                   stored: dict[str, str] | None = None) -> Prepared:
     where = {"namespace": namespace, "session": doc.name, "actor": identity}
     if identity is None:
         raise _deny(cas, 401, "creating a session needs a registered client certificate", **where)
     if doc.predecessor is not None:
         raise Refusal(422, "a new session has no predecessor; leave `predecessor` out")
-    writes, _ = _plan_secrets(cas, namespace, doc, planned)
+    writes, _ = _plan_secrets(cas, namespace, doc, planned, stored)
     return Prepared(namespace, doc, session_hash(doc), writes, set(), None)
 
 
@@ -358,50 +460,12 @@ def create_in(
     cas: Cas,
     p: Prepared,
     identity: str,
-    pending: dict[str, SessionDoc] | None = None,
 ) -> SessionInfo:
-    """Write a prepared create inside the caller's transaction; `pending` holds sessions the
-    same transaction wrote before (an import may name them)."""
-    namespace, doc, h = p.namespace, p.doc, p.hash
-    integ = cas.integrity
-    snap = cas.snapshot(conn)
-    owner = snap.owners.get(namespace)
-    delta = 0
-    if owner is None:
-        row = integ.namespace_row(namespace, identity, now_iso())
-        conn.execute(insert(namespaces).values(**row))
-        delta ^= integ.delta([row["mac"]])
-    elif owner != identity:
-        raise Refusal(403, f"namespace {namespace!r} belongs to another client")
-    if (namespace, doc.name) in snap.heads:
-        raise Refusal(
-            409,
-            f"session {namespace}/{doc.name} exists; update it with "
-            "its current hash as predecessor",
-        )
-    problems = check_imports(snap, namespace, doc, identity, pending)
-    if problems:
-        raise Refusal(422, "; ".join(problems))
-    row = integ.head_row(namespace, doc.name, 1, h, identity)
-    conn.execute(insert(session_heads).values(**row))
-    delta ^= integ.delta([row["mac"]])
-    _store_version(conn, integ, namespace, doc, 1, h, identity)
-    delta ^= _write(conn, integ, snap, namespace, doc, p.writes, set())
-    delta ^= _write_exports(conn, integ, snap, namespace, doc, identity)
-    audit.append(
-        conn,
-        integ,
-        "create",
-        delta=delta,
-        outcome="ok",
-        hash=h,
-        version=1,
-        secrets=sorted(p.writes),
-        namespace=namespace,
-        session=doc.name,
-        actor=identity,
-    )
-    return SessionInfo(namespace, doc.name, 1, h)
+    """Write a prepared create inside the caller's transaction."""
+    w = Writes(conn, cas)
+    info = w.create(p, identity)
+    w.flush()
+    return info
 
 
 def create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> SessionInfo:
@@ -421,7 +485,8 @@ def create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> S
 
 
 def prepare_update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None,
-                   planned: dict[str, dict[str, Material]] | None = None) -> Prepared:
+                   planned: dict[str, dict[str, Material]] | None = None,
+                   stored: dict[str, str] | None = None) -> Prepared:
     where = {"namespace": namespace, "session": doc.name, "actor": identity}
     head = cas.head(namespace, doc.name)
     if head is None:
@@ -438,7 +503,7 @@ def prepare_update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | No
             current=head.hash,
             **where,
         )
-    writes, removed = _plan_secrets(cas, namespace, doc, planned)
+    writes, removed = _plan_secrets(cas, namespace, doc, planned, stored)
     return Prepared(namespace, doc, session_hash(doc), writes, removed, head)
 
 
@@ -447,54 +512,12 @@ def update_in(
     cas: Cas,
     p: Prepared,
     identity: str | None,
-    pending: dict[str, SessionDoc] | None = None,
 ) -> SessionInfo:
     """Write a prepared update inside the caller's transaction (see `create_in`)."""
-    namespace, doc, h = p.namespace, p.doc, p.hash
-    integ = cas.integrity
-    snap = cas.snapshot(conn)
-    lost = Refusal(
-        409, "another update of this version won; read the session again and retry with its hash"
-    )
-    now = snap.heads.get((namespace, doc.name))
-    if now is None or now.hash != doc.predecessor:
-        raise lost
-    owner = snap.owners.get(namespace, identity or "")
-    problems = check_imports(snap, namespace, doc, owner, pending)
-    if problems:
-        raise Refusal(422, "; ".join(problems))
-    row = integ.head_row(namespace, doc.name, now.version + 1, h, now.creator)
-    won = conn.execute(
-        sql_update(session_heads)
-        .where(
-            and_(
-                session_heads.c.namespace == namespace,
-                session_heads.c.name == doc.name,
-                session_heads.c.hash == doc.predecessor,
-            )
-        )
-        .values(version=row["version"], hash=h, mac=row["mac"])
-    ).rowcount
-    if won != 1:
-        raise lost
-    delta = integ.delta([row["mac"]], [snap.head_macs[(namespace, doc.name)]])
-    _store_version(conn, integ, namespace, doc, now.version + 1, h, identity or "")
-    delta ^= _write(conn, integ, snap, namespace, doc, p.writes, p.removed)
-    delta ^= _write_exports(conn, integ, snap, namespace, doc, identity or now.creator)
-    audit.append(
-        conn,
-        integ,
-        "update",
-        delta=delta,
-        outcome="ok",
-        hash=h,
-        version=now.version + 1,
-        secrets=sorted(p.writes),
-        namespace=namespace,
-        session=doc.name,
-        actor=identity,
-    )
-    return SessionInfo(namespace, doc.name, now.version + 1, h)
+    w = Writes(conn, cas)
+    info = w.update(p, identity)
+    w.flush()
+    return info
 
 
 def update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> SessionInfo:
