@@ -158,10 +158,89 @@ def test_a_path_that_leaves_the_folder_is_refused(tmp_path: Path, bad: str) -> N
     assert not (tmp_path / "t").exists() and not (tmp_path / "evil.yaml").exists()
 
 
-def test_no_templates_folder_and_tera_blocks_are_refused(tmp_path: Path) -> None:
+TERA_BLOCKS = """\
+{#- sconectl's Tera, filled at apply time; {{ .Values.never }} is in a comment -#}
+{% set tier = "cache" %}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ service_name }}-tera
+  labels:
+    app.kubernetes.io/name: {{ service_name }}
+data:
+{%- if replicas > 5 %}
+  replicas: many
+{%- elif replicas == 1 %}
+  replicas: one
+{%- else %}
+  replicas: some
+{%- endif %}
+  tier: {{ tier }}
+  mesh: {{ namespace | replace(from="-", to="_") | upper }}
+{%- for p in ["a", "b"] %}
+  entry-{{ loop.index }}: "{{ p | upper }}-{{ .Values.cacheSize }}"
+{%- endfor %}
+  helm: {% raw %}{{ .Values.cacheSize | quote }}{% endraw %}
+  release: {{ .Release.Name | quote }}
+{{- if .Values.resources }}
+  resources: "yes"
+{{- end }}
+{%- if tier is starting_with("ca") and session is defined %}
+  session: {{ session }}
+{%- endif %}
+"""
+
+
+def test_tera_blocks_are_filled_and_helm_renders_the_rest(tmp_path: Path) -> None:
+    folder = dict(FOLDER)
+    folder["charts/templates/configmap.yaml"] = TERA_BLOCKS
+    result = apply(tmp_path / "t", folder)
+    chart = result.chart_dir
+    sub = chart / "charts" / "memcached" / "templates"
+    filled = (sub / "configmap.yaml").read_text()
+    assert "{%" not in filled and "{#" not in filled and "never" not in filled
+    # Helm's actions, inside and outside Tera's blocks, exactly as written
+    assert filled.count('-{{ .Values.cacheSize }}"') == 2
+    assert "helm: {{ .Values.cacheSize | quote }}" in filled
+    assert "{{- if .Values.resources }}" in filled and "{{- end }}" in filled
+    # a file without Tera comes out byte for byte
+    assert (sub / "_helpers.tpl").read_text() == FOLDER["charts/templates/_helpers.tpl"]
+    lint = helm_python.lint(str(chart), strict=True, with_subcharts=True)
+    assert lint["errors"] == [] and all(m["severity"] <= 1 for m in lint["messages"]), lint
+    objs = objects(chart, {"memcached": {"resources": {"limits": {"cpu": "1"}}}})
+    for o in objs:
+        kubernetes_validate.validate(o, "1.30.0", strict=True)
+    cm = next(o for o in objs if o["kind"] == "ConfigMap")
+    assert cm["metadata"]["name"] == "memcached-tera"
+    assert cm["data"] == {
+        "replicas": "one", "tier": "cache", "mesh": result.namespace.replace("-", "_").upper(),
+        "entry-1": "A-64", "entry-2": "B-64", "helm": "64", "release": "rel",
+        "resources": "yes", "session": "memcached"}
+    assert "resources" not in next(o for o in objects(chart) if o["kind"] == "ConfigMap")["data"]
+
+
+@pytest.mark.parametrize(("text", "line", "named"), [
+    ("kind: X\n{% macro m() %}x{% endmacro %}\n", 2, "`{% macro %}` is not supported"),
+    ("a: 1\nb: 2\n{% include \"other.yaml\" %}\n", 3, "`{% include %}` is not supported"),
+    ("{% set_global x = 1 %}\n", 1, "`{% set_global %}` is not supported"),
+    ("a: 1\n{% for x in [1] %}{% break %}{% endfor %}\n", 2, "`{% break %}` is not supported"),
+    ("a: 1\n\n{% if nothing_here %}x{% endif %}\n", 3, "placeholder `nothing_here`"),
+    ("a: 1\n{% if replicas %}\nb: 2\n", 2, "never closed by `{% endif %}`"),
+    ("{% for x in [1] %}\n{% endif %}\n", 2, "`{% endif %}` closes no `{% if %}`"),
+    ("a: 1\n{% raw %}{{ x }}\n", 2, "without its `{% endraw %}`"),
+    ("a: {{ port | no_such_filter }}\n", 1, "no_such_filter"),
+])
+def test_unsupported_tera_is_refused_with_file_line_and_construct(
+        tmp_path: Path, text: str, line: int, named: str) -> None:
+    folder = dict(FOLDER)
+    folder["charts/templates/x.yaml"] = text
+    with pytest.raises(UserError) as err:
+        apply(tmp_path / "t", folder)
+    msg = err.value.message
+    assert "memcached" in msg and f"templates/x.yaml:{line}:" in msg and named in msg, msg
+    assert not (tmp_path / "t").exists()  # refused before anything was written
+
+
+def test_no_templates_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no templates/ folder"):
         apply(tmp_path / "t", {"Chart.yaml": "name: x\n"})
-    folder = dict(FOLDER)
-    folder["charts/templates/x.yaml"] = "{% if a %}kind: X{% endif %}\n"
-    with pytest.raises(UserError, match="blocks are not supported"):
-        apply(tmp_path / "t", folder)

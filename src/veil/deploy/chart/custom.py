@@ -2,10 +2,12 @@
 
 The folder is a Helm chart (`Chart.yaml`, `values.yaml`, `templates/*.yaml`, ...), optionally
 under a `charts/` folder as in sconectl's `templates-genservice` layout. Its files may hold
-Tera-style placeholders, `{{ name }}` and `{{ name | default(value="x") }}`, filled here at apply
-time from the mesh's facts about the service (`FACTS`); a name that is no fact is an error naming
-the service, the file and the placeholder. Everything else in `{{ }}` (`{{ .Values.x }}`,
-`{{ include "x" . }}`, `{{- end }}`) is Helm's and left to Helm.
+Tera: placeholders `{{ name }}` and `{{ name | default(value="x") }}` and the blocks sconectl
+templates use (`{% if %}`, `{% for %}`, `{% set %}`, `{% raw %}`, `{# comments #}`), filled here
+at apply time from the mesh's facts about the service (`FACTS`; see `veil.deploy.chart.tera`); a
+name that is no fact, or a tag Tera and Jinja do not share, is an error naming the service, the
+file and line, and the placeholder or tag. Everything else in `{{ }}` (`{{ .Values.x }}`,
+`{{ include "x" . }}`, `{{- end }}`) is Helm's and left to Helm as written.
 
 The facts are public: the image by digest, where CAS is, the config id. Nothing from the
 service's environment or session (CAS provisions those to the attested program) can reach a
@@ -24,9 +26,9 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from veil.deploy.chart import tera
 from veil.deploy.chart.model import ChartSpec, Subchart
 from veil.errors import UserError
-from veil.resolve.template import TemplateError, render
 
 __all__ = ["FACTS", "custom_subchart", "facts", "template_paths"]
 
@@ -34,13 +36,6 @@ FACTS = ("service_name", "name", "namespace", "release", "image", "image_name",
          "image_repository", "image_digest", "image_tag", "port", "replicas", "cas_addr",
          "cas_key", "config_id", "session", "version")
 
-# `{{ name }}` / `{{ a.b }}` / `{{ name | default(value="x") }}` (Tera); Helm's actions start
-# with `.`, `$`, `-`, or call a function with arguments, so none of them matches.
-_PLACEHOLDER = re.compile(
-    r"\{\{\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*"
-    r"(?:\|\s*(?:default|d)\s*\(\s*(?:value\s*=\s*)?(?:\"(?:[^\"\\]|\\.)*\"|'[^']*')\s*\)\s*)?"
-    r"\}\}")
-_GO_KEYWORDS = frozenset({"end", "else", "break", "continue", "nil", "true", "false"})
 _SEGMENT = re.compile(r"[A-Za-z0-9_.@+-][A-Za-z0-9_.@+ -]*")
 
 
@@ -80,24 +75,18 @@ def facts(s: Subchart, spec: ChartSpec) -> dict[str, Any]:
 
 
 def _fill(service: str, path: str, text: str, context: Mapping[str, Any]) -> str:
-    if "{%" in text:
-        raise UserError(f"service `{service}`: helm template {path}: `{{%` blocks are not "
-                        "supported", hint="placeholders {{ name }} and "
-                        "{{ name | default(value=\"x\") }}; Helm's own {{ .Values... }}")
-
-    def one(m: re.Match[str]) -> str:
-        name = m.group("name")
-        if name in _GO_KEYWORDS:
-            return m.group(0)
-        try:
-            return render(m.group(0), context)
-        except TemplateError:
-            line = text.count("\n", 0, m.start()) + 1
-            raise UserError(f"service `{service}`: helm template {path}:{line}: placeholder "
-                            f"`{name}` is not defined", hint="defined: " + ", ".join(FACTS)
+    try:
+        return tera.fill(text, context)
+    except tera.TeraError as err:
+        where = f"{path}:{err.line}" if err.line else path
+        if err.name is not None and err.name not in context and "not defined" in err.message:
+            raise UserError(f"service `{service}`: helm template {where}: placeholder "
+                            f"`{err.name}` is not defined", hint="defined: " + ", ".join(FACTS)
                             ) from None
-
-    return _PLACEHOLDER.sub(one, text)
+        raise UserError(f"service `{service}`: helm template {where}: {err.message}",
+                        hint="Tera blocks " + ", ".join(f"{{% {t} %}}" for t in tera.BLOCK_TAGS)
+                        + ", {# comments #}, {{ name | default(value=\"x\") }}; Helm's own "
+                        "{{ .Values... }} stay as written") from None
 
 
 def _map(service: str, path: str, text: str) -> dict[str, Any]:
