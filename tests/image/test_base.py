@@ -46,3 +46,42 @@ def test_inspect_of_an_image_without_description(registry: str, base_image: str,
     err = capsys.readouterr().err
     assert rc == 2
     assert "carries no service description" in err and "veil apply" in err
+
+
+RUNTIME_CHECK = r"""
+set -e
+python3 -c 'import ssl, sqlite3, ctypes, json, zoneinfo; zoneinfo.ZoneInfo("Europe/Berlin")'
+python3 -m pip --version >/dev/null  # the wrappers' builds install with it
+for tool in perl apt-get apt debconf-show e2fsck; do
+    if command -v "$tool" >/dev/null; then echo "present: $tool"; fi
+done
+dpkg-query -W -f='${db:Status-Status} ${Package}\n' | grep '^installed ' | sed 's/^/pkg: /'
+test -f /usr/share/doc/python3.11/copyright
+ls /usr/share/doc/python3.11 /usr/share/man /usr/share/locale | tr '\n' ' '; echo
+python3 -c 'import os'   # no -B: writes bytecode wherever a module at start has none
+find / -xdev -newer /etc/hostname \( -path /proc -o -path /sys -o -path /dev -o -path /run \
+    -o -path /tmp -o -path /var/tmp -o -path /etc/hostname -o -path /etc/hosts \
+    -o -path /etc/resolv.conf \) -prune -o -print | sed 's/^/written: /'
+"""
+
+
+def test_the_base_keeps_what_programs_use_and_drops_what_only_package_tools_read(
+    base_image: str
+) -> None:
+    """The launcher measures every file at every start; the base holds what a running Python
+    program (and a wrapper's build, with pip) uses, not apt, perl or documentation."""
+    need("podman")
+    from veil.image.tools import container_env
+
+    proc = subprocess.run(["podman", "run", "--rm", "--entrypoint", "/bin/sh", base_image, "-c",
+                           RUNTIME_CHECK], capture_output=True, text=True, env=container_env(),
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "present:" not in out, out
+    # purged through dpkg: its database says so (a scanner sees what is really there)
+    assert "pkg: installed python3.11\n" in out, out
+    assert "pkg: installed perl-base\n" not in out and "pkg: installed apt\n" not in out, out
+    assert "copyright" in out and "locale.alias" in out, out
+    # a python3 run without -B in the container changes nothing the launcher measures
+    assert "written:" not in out, out

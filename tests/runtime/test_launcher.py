@@ -11,8 +11,10 @@ import base64
 import datetime
 import json
 import re
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -24,7 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.conftest import free_port
 from tests.runtime.image_root import make_image_root
+from veil.runtime import launcher
 from veil.runtime.der import DerError, spki_from_certificate
 from veil.runtime.launcher import (
     BASE_ENV,
@@ -32,6 +36,7 @@ from veil.runtime.launcher import (
     Provisioned,
     program_env,
     provision,
+    started_line,
 )
 from veil.runtime.measure import RUNTIME_PATHS, MeasurementPlan
 
@@ -56,14 +61,20 @@ def cert_and_key(tmp: Path) -> tuple[Path, Path, str]:
 class FakeCas:
     """Accepts exactly one measurement; records what the launcher sent."""
 
-    def __init__(self, tmp: Path, expected: str) -> None:
-        cert, key, self.key_b64 = cert_and_key(tmp)
+    def __init__(self, tmp: Path, expected: str, port: int = 0,
+                 cert_key: tuple[Path, Path, str] | None = None, chunked: bool = False) -> None:
+        cert, key, self.key_b64 = cert_key or cert_and_key(tmp)
         self.expected = expected
         self.evidence: list[dict[str, Any]] = []
         self.requests = 0
+        self.connections: set[tuple[str, int]] = set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            # chunked: HTTP/1.1, one kept-alive connection, answers in chunks (as a proxy may
+            # send them); else HTTP/1.0, a connection per request
+            protocol_version = "HTTP/1.1" if chunked else "HTTP/1.0"
+
             def log_message(self, *a: object) -> None:
                 pass
 
@@ -81,11 +92,18 @@ class FakeCas:
                         code, doc = 403, {"detail": {"reason": "measurement does not match"}}
                 data = json.dumps(doc).encode()
                 self.send_response(code)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for part in (data[:5], data[5:], b""):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                outer.connections.add(self.client_address)
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.server = HTTPServer(("127.0.0.1", port), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
@@ -137,11 +155,98 @@ def test_provision_sends_evidence_and_returns_configuration(
     assert report == {"measurement": m, "nonce": "bm9uY2U="}
 
 
+def test_a_kept_alive_connection_and_chunked_answers_are_understood(
+    image_root: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, m = image_root
+    cas = FakeCas(tmp_path, m, chunked=True)
+    try:
+        assert provision(env_for(cas), str(root)).env == {"API_USER": "me"}
+        assert cas.requests == 2 and len(cas.connections) == 1
+    finally:
+        cas.close()
+
+
 def test_refusal_carries_the_reason(image_root: tuple[Path, str], fake_cas: FakeCas) -> None:
     root, _ = image_root
     (root / "app/main.py").write_text("print('tampered')\n")
     with pytest.raises(LaunchError, match="CAS refused to configure ns/s/svc: measurement does"):
         provision(env_for(fake_cas), str(root))
+    assert fake_cas.requests == 2  # a refusal by CAS is final: never asked again
+
+
+def test_a_cas_that_starts_late_is_waited_for(image_root: tuple[Path, str],
+                                              tmp_path: Path) -> None:
+    """`veil up` may start a service before its CAS listens: a refused connection is tried
+    again for a few seconds."""
+    root, m = image_root
+    port = free_port()
+    cert_key = cert_and_key(tmp_path)
+    started: list[FakeCas] = []
+    timer = threading.Timer(1.0, lambda: started.append(FakeCas(tmp_path, m, port, cert_key)))
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        prov = provision({"SCONE_CONFIG_ID": "ns/s/svc", "SCONE_CAS_ADDR": f"127.0.0.1:{port}",
+                          "SCONE_CAS_KEY": cert_key[2]}, str(root))
+        assert prov.argv == ["true"] and time.monotonic() - t0 >= 1.0
+        assert started[0].evidence[0]["measurement"] == m
+    finally:
+        timer.cancel()
+        timer.join()
+        for cas in started:
+            cas.close()
+
+
+def test_cas_that_never_listens_is_given_up_on(image_root: tuple[Path, str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launcher, "CONNECT_RETRY_SECONDS", 0.5)
+    t0 = time.monotonic()
+    with pytest.raises(LaunchError, match=r"cannot reach CAS at 127\.0\.0\.1:\d+: .*refused.*"
+                       r"\(tried for 0\.5 s\)"):
+        provision({"SCONE_CONFIG_ID": "ns/s/svc", "SCONE_CAS_ADDR": f"127.0.0.1:{free_port()}",
+                   "SCONE_CAS_KEY": "AAAA"}, str(image_root[0]))
+    assert 0.3 <= time.monotonic() - t0 < 3
+
+
+def test_a_peer_that_fails_tls_is_not_asked_again(image_root: tuple[Path, str]) -> None:
+    """Only a refused or reset connection means "not up yet"; anything else is an answer."""
+    accepted = []
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                accepted.append(conn)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        port = srv.getsockname()[1]
+        with pytest.raises(LaunchError, match="cannot reach CAS"):
+            provision({"SCONE_CONFIG_ID": "ns/s/svc", "SCONE_CAS_ADDR": f"127.0.0.1:{port}",
+                       "SCONE_CAS_KEY": "AAAA"}, str(image_root[0]))
+    assert len(accepted) == 1
+
+
+def test_the_success_line_names_the_attestation_and_no_secret() -> None:
+    plan = MeasurementPlan(roots=["/"], command="python3 print_env.py", pwd="/app",
+                           local_env={}, exclude=list(RUNTIME_PATHS))
+    prov = Provisioned({"env": {"API_PASSWORD": "s3cret"}, "argv": ["python3", "print_env.py"]})
+    prov.config_id, prov.platform, prov.measurement = "ns/s/svc", "simulation", "ab" * 32
+    line = started_line(prov, "/usr/bin/python3", prov.argv, plan)
+    assert line == ("veil-launcher: attested ns/s/svc (simulation), measurement abababababab, "
+                    "starting python3 print_env.py")
+    # arguments that are not the image's measured command may hold provisioned secrets
+    line = started_line(prov, "/usr/bin/python3", ["python3", "-c", "s3cret"], plan)
+    assert "s3cret" not in line and line.endswith(
+        "starting /usr/bin/python3 (arguments from the session not shown)")
+    assert "\n" not in line
 
 
 def test_a_cas_without_the_pinned_key_is_not_spoken_to(

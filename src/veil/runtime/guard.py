@@ -16,8 +16,8 @@ what runs.
 from __future__ import annotations
 
 import os
+from collections import namedtuple
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
 
 from veil.runtime.measure import RUNTIME_PATHS, is_excluded
 
@@ -50,10 +50,16 @@ class Refusal(Exception):
     """Why the launcher will not start; the message names the variable, library or mount."""
 
 
-class Mount(NamedTuple):
-    point: str
-    fstype: str
-    source: str
+TYPE_CHECKING = False  # `typing` is not imported at start (it costs milliseconds of CPU)
+if TYPE_CHECKING:
+    from typing import NamedTuple
+
+    class Mount(NamedTuple):
+        point: str
+        fstype: str
+        source: str
+else:
+    Mount = namedtuple("Mount", "point fstype source")
 
 
 def injected_variables(names: Iterable[str]) -> list[str]:

@@ -14,15 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import http.client
 import json
 import os
 import posixpath
+import socket
 import ssl
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
 
 from veil.runtime.der import DerError, spki_from_certificate
 from veil.runtime.files import FileRefusal, write_file
@@ -32,10 +31,15 @@ from veil.runtime.measure import (
     RUNTIME_PATHS,
     MeasurementError,
     MeasurementPlan,
+    Measuring,
     is_excluded,
-    measure,
 )
 from veil.runtime.tsm import TSM_PATH, TsmError, evidence_report, make_report
+
+# `typing` costs every start a few milliseconds of CPU: only the type checker reads it here
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 __all__ = [
     "CAS_KEY_PATH",
@@ -58,8 +62,13 @@ BASE_ENV = {
     # bytecode written at run time would land in measured directories and change the next start
     "PYTHONDONTWRITEBYTECODE": "1",
 }
+_MAX_LINE = 65536
 # VEIL_PLATFORM: `auto` uses configfs-tsm when the machine has it, else simulation
 PLATFORMS = ("auto", "simulation", "sev-snp", "tdx")
+# CAS may still be starting (a pod and its CAS, `veil up`): a refused or reset connection is
+# tried again, with growing pauses, for this long. Nothing else is: not a TLS failure, not a
+# timeout, never an answer of CAS.
+CONNECT_RETRY_SECONDS = 5.0
 
 
 class LaunchError(Exception):
@@ -76,6 +85,10 @@ class Provisioned:
         self.argv: list[str] = [str(a) for a in argv]
         self.pwd: str | None = doc.get("pwd")
         self.files: list[dict[str, Any]] = list(doc.get("files") or [])
+        # what the attestation was (filled in by `provision`; printed on success, no secret)
+        self.config_id = ""
+        self.platform = ""
+        self.measurement = ""
 
 
 def _cas_address(addr: str) -> tuple[str, int]:
@@ -115,55 +128,127 @@ def _pinned_key(environ: Mapping[str, str], root: str) -> bytes:
 
 
 class _Cas:
-    """One HTTPS connection to CAS whose certificate must carry the pinned public key."""
+    """HTTPS to CAS whose certificate must carry the pinned public key — every connection,
+    a re-opened one too. A small HTTP/1.1 client (JSON in, JSON out): `http.client` would cost
+    every start about 10 ms of CPU for the e-mail parser it imports."""
 
     def __init__(self, host: str, port: int, key: bytes, timeout: float = 30.0) -> None:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         # trust comes from the pinned key below, not from a CA or the host name
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        self.conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
-        self._connect(host, port, key)
+        self.ctx.check_hostname = False
+        self.ctx.verify_mode = ssl.CERT_NONE
+        self.host, self.port, self.key, self.timeout = host, port, key, timeout
+        self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.sock: ssl.SSLSocket | None = None
+        self.rfile: Any = None
+        self._connect()
 
-    def _connect(self, host: str, port: int, key: bytes) -> None:
-        last: Exception | None = None
-        for attempt in range(5):
+    def _connect(self) -> None:
+        deadline = time.monotonic() + CONNECT_RETRY_SECONDS
+        pause = 0.05
+        while True:
+            raw = None
             try:
-                self.conn.connect()
+                raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
+                sock = self.ctx.wrap_socket(raw, server_hostname=self.host)
                 break
-            except OSError as err:  # CAS may still be starting
-                last = err
-                self.conn.close()
-                time.sleep(0.5 * (attempt + 1))
-        else:
-            raise LaunchError(f"cannot reach CAS at {host}:{port}: {last}")
-        sock = self.conn.sock
-        der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+            except (ConnectionRefusedError, ConnectionResetError) as err:  # still starting?
+                if raw is not None:
+                    raw.close()
+                if time.monotonic() + pause > deadline:
+                    raise LaunchError(
+                        f"cannot reach CAS at {self.where}: {err.strerror or err} (tried for "
+                        f"{CONNECT_RETRY_SECONDS:g} s)"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+            except OSError as err:
+                if raw is not None:
+                    raw.close()
+                raise LaunchError(f"cannot reach CAS at {self.where}: {err}") from None
         try:
-            spki = spki_from_certificate(der or b"")
+            spki = spki_from_certificate(sock.getpeercert(binary_form=True) or b"")
         except DerError as err:
+            sock.close()
             raise LaunchError(
-                f"CAS at {host}:{port} presented no usable certificate: {err}"
-            ) from err
-        if spki != key:
-            self.conn.close()
+                f"CAS at {self.where} presented no usable certificate: {err}"
+            ) from None
+        if spki != self.key:
+            sock.close()
             raise LaunchError(
-                f"CAS at {host}:{port} does not hold the pinned CAS key; refusing to talk to it"
+                f"CAS at {self.where} does not hold the pinned CAS key; refusing to talk to it"
             )
+        self.sock, self.rfile = sock, sock.makefile("rb")
+
+    def close(self) -> None:
+        if self.rfile is not None:
+            self.rfile.close()
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = self.rfile = None
+
+    def _line(self) -> bytes:
+        line: bytes = self.rfile.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise ValueError("a header line longer than 64 KiB")
+        if not line:
+            raise ValueError("the connection closed before the answer was complete")
+        return line
+
+    def _response(self) -> tuple[int, dict[str, str], bytes]:
+        version, _, rest = self._line().decode("latin-1").partition(" ")
+        if not version.startswith("HTTP/1."):
+            raise ValueError(f"not an HTTP answer: {version[:40]!r}")
+        status = int(rest.split(" ", 1)[0])
+        headers: dict[str, str] = {}
+        while (line := self._line()) not in (b"\r\n", b"\n"):
+            if len(headers) > 100:
+                raise ValueError("more than 100 header lines")
+            name, sep, value = line.decode("latin-1").partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = b""
+            while size := int(self._line().split(b";", 1)[0], 16):
+                body += self.rfile.read(size)
+                self._line()
+            while self._line() not in (b"\r\n", b"\n"):  # trailers
+                pass
+        elif "content-length" in headers:
+            n = int(headers["content-length"])
+            body = self.rfile.read(n)
+            if len(body) != n:
+                raise ValueError("the connection closed before the answer was complete")
+        else:
+            body = self.rfile.read()
+            headers["connection"] = "close"
+        if version == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
+            headers["connection"] = "close"
+        return status, headers, body
 
     def post(self, path: str, body: Mapping[str, Any]) -> tuple[int, Any]:
         data = json.dumps(body).encode()
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.where}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            "Accept: application/json\r\n\r\n"
+        ).encode() + data
         try:
-            self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
-            resp = self.conn.getresponse()
-            raw = resp.read()
-        except (OSError, http.client.HTTPException) as err:
-            raise LaunchError(f"CAS request {path} failed: {err}") from err
+            if self.sock is None:  # CAS closed the last one
+                self._connect()
+            assert self.sock is not None
+            self.sock.sendall(request)
+            status, headers, raw = self._response()
+        except (OSError, ValueError) as err:
+            self.close()
+            raise LaunchError(f"CAS request {path} failed: {err}") from None
+        if headers.get("connection", "").lower() == "close":
+            self.close()
         try:
             doc = json.loads(raw) if raw else None
         except ValueError:
             doc = None
-        return resp.status, doc
+        return status, doc
 
 
 def _reason(status: int, doc: Any) -> str:
@@ -246,28 +331,35 @@ def provision(
         check_start(environ, root, plan.exclude, plan.host_paths)
     except Refusal as err:
         raise LaunchError(str(err)) from None
-    measurement = measure_image(root, plan)
     host, port = _cas_address(addr)
-    cas = _Cas(host, port, key)
+    # the measurement's workers hash the image while this process talks to CAS
+    measuring = start_measuring(root, plan)
     try:
-        status, doc = cas.post("/v1/attestation/nonce", {"config_id": config_id})
-        if status != 200 or not isinstance(doc, dict) or "nonce" not in doc:
-            raise LaunchError(f"CAS refused a nonce for {config_id}: {_reason(status, doc)}")
-        nonce = str(doc["nonce"])
-        evidence_platform, report = _evidence(wanted, tsm, nonce, measurement)
-        evidence = {
-            "config_id": config_id,
-            "measurement": measurement,
-            "nonce": nonce,
-            "platform": evidence_platform,
-            "report": report,
-        }
-        status, doc = cas.post("/v1/attestation/provision", evidence)
+        cas = _Cas(host, port, key)
+        try:
+            status, doc = cas.post("/v1/attestation/nonce", {"config_id": config_id})
+            if status != 200 or not isinstance(doc, dict) or "nonce" not in doc:
+                raise LaunchError(f"CAS refused a nonce for {config_id}: {_reason(status, doc)}")
+            nonce = str(doc["nonce"])
+            measurement = finish_measuring(measuring)
+            evidence_platform, report = _evidence(wanted, tsm, nonce, measurement)
+            evidence = {
+                "config_id": config_id,
+                "measurement": measurement,
+                "nonce": nonce,
+                "platform": evidence_platform,
+                "report": report,
+            }
+            status, doc = cas.post("/v1/attestation/provision", evidence)
+        finally:
+            cas.close()
     finally:
-        cas.conn.close()
+        measuring.close()
     if status != 200 or not isinstance(doc, dict):
         raise LaunchError(f"CAS refused to configure {config_id}: {_reason(status, doc)}")
-    return Provisioned(doc)
+    prov = Provisioned(doc)
+    prov.config_id, prov.platform, prov.measurement = config_id, evidence_platform, measurement
+    return prov
 
 
 def read_plan(root: str = "/") -> MeasurementPlan:
@@ -279,11 +371,26 @@ def read_plan(root: str = "/") -> MeasurementPlan:
         raise LaunchError(f"cannot read the measurement plan {PLAN_PATH}: {err}") from err
 
 
-def measure_image(root: str = "/", plan: MeasurementPlan | None = None) -> str:
+def start_measuring(root: str, plan: MeasurementPlan) -> Measuring:
     try:
-        return measure(root, plan or read_plan(root))
+        return Measuring(root, plan)
     except MeasurementError as err:
-        raise LaunchError(f"cannot measure the image: {err}") from err
+        raise LaunchError(f"cannot measure the image: {err}") from None
+
+
+def finish_measuring(measuring: Measuring) -> str:
+    try:
+        return measuring.digest()
+    except MeasurementError as err:
+        raise LaunchError(f"cannot measure the image: {err}") from None
+
+
+def measure_image(root: str = "/", plan: MeasurementPlan | None = None) -> str:
+    measuring = start_measuring(root, plan or read_plan(root))
+    try:
+        return finish_measuring(measuring)
+    finally:
+        measuring.close()
 
 
 def write_files(files: Sequence[Mapping[str, Any]], plan: MeasurementPlan,
@@ -339,6 +446,16 @@ def program_env(prov: Provisioned) -> dict[str, str]:
     return {**BASE_ENV, **prov.env}
 
 
+def started_line(prov: Provisioned, program: str, argv: Sequence[str],
+                 plan: MeasurementPlan) -> str:
+    """The one line printed on success. The arguments are shown only when they are the image's
+    own measured command: a session's may hold provisioned secrets."""
+    shown = (" ".join(argv) if list(argv) == plan.command.split()
+             else f"{program} (arguments from the session not shown)")
+    return (f"veil-launcher: attested {prov.config_id} ({prov.platform}), measurement "
+            f"{prov.measurement[:12]}, starting {shown}")
+
+
 def _fail(msg: str) -> NoReturn:
     print(f"veil-launcher: {msg}", file=sys.stderr, flush=True)
     sys.exit(1)
@@ -368,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(err))
     except OSError as err:
         _fail(f"cannot prepare the program: {err}")
+    print(started_line(prov, program, plan_cmd, plan), file=sys.stderr, flush=True)
     sys.stdout.flush()
     try:
         os.execve(program, plan_cmd, env)

@@ -17,10 +17,8 @@ import contextlib
 import json
 import os
 import struct
-import tempfile
 import time
-import uuid
-from dataclasses import dataclass
+from collections import namedtuple
 
 __all__ = [
     "PROVIDERS",
@@ -37,8 +35,9 @@ TSM_PATH = "/sys/kernel/config/tsm/report"
 PROVIDERS = {"sev_guest": "sev-snp", "tdx_guest": "tdx"}
 SNP_REPORT_SIZE = 1184
 # GUIDs of the SNP certificate table (GHCB specification, "extended guest request")
-_VCEK = uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd")
-_VLEK = uuid.UUID("a8074bc2-a25a-483e-aae6-39c045a0b8a1")
+# (kept as text: the launcher imports this module at every start, `uuid` only when it is used)
+_VCEK = "63da758d-e664-4564-adc5-f4b93be8accd"
+_VLEK = "a8074bc2-a25a-483e-aae6-39c045a0b8a1"
 # configfs makes an entry's attributes together with its directory; only a user-space stand-in
 # (a test's) fills them in after the mkdir, so this wait costs nothing on a real kernel
 _ATTRIBUTE_WAIT = 10.0
@@ -48,12 +47,21 @@ class TsmError(Exception):
     """The TEE did not produce a usable report; the message says why."""
 
 
-@dataclass(frozen=True)
-class TsmReport:
-    provider: str
-    outblob: bytes
-    auxblob: bytes
-    generation: int
+TYPE_CHECKING = False  # `typing` is not imported at start (it costs milliseconds of CPU)
+if TYPE_CHECKING:
+    from typing import NamedTuple
+
+    class _Report(NamedTuple):
+        provider: str
+        outblob: bytes
+        auxblob: bytes
+        generation: int
+else:
+    _Report = namedtuple("_Report", "provider outblob auxblob generation")
+
+
+class TsmReport(_Report):
+    __slots__ = ()
 
     @property
     def platform(self) -> str | None:
@@ -82,6 +90,8 @@ def make_report(tsm_path: str, report_data: bytes) -> TsmReport:
     if len(report_data) != 64:
         raise TsmError("report data must be 64 bytes")
     try:
+        import tempfile  # only on a confidential VM: every start imports this module
+
         entry = tempfile.mkdtemp(prefix="veil-", dir=tsm_path)
     except OSError as err:
         raise TsmError(f"cannot make a configfs-tsm report entry in {tsm_path}: {err}") from err
@@ -117,6 +127,8 @@ def snp_certificate(report: bytes, auxblob: bytes) -> bytes:
     (16-byte GUID, 32-bit offset, 32-bit length), little-endian, ended by an all-zero entry."""
     if len(report) != SNP_REPORT_SIZE:
         raise TsmError(f"an SEV-SNP report has {SNP_REPORT_SIZE} bytes, the TEE gave {len(report)}")
+    import uuid
+
     (flags,) = struct.unpack_from("<I", report, 0x48)
     wanted = _VLEK if (flags >> 2) & 0x7 == 1 else _VCEK
     kind = "VLEK" if wanted == _VLEK else "VCEK"
@@ -127,7 +139,7 @@ def snp_certificate(report: bytes, auxblob: bytes) -> bytes:
         if guid == bytes(16):
             break
         # the table is written with either GUID byte order in the wild; both name the same key
-        if guid in (wanted.bytes, wanted.bytes_le):
+        if guid in (uuid.UUID(wanted).bytes, uuid.UUID(wanted).bytes_le):
             if offset + length > len(auxblob) or length == 0:
                 raise TsmError(f"the certificate table's {kind} entry points outside it")
             return auxblob[offset : offset + length]
