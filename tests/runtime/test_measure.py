@@ -324,3 +324,15 @@ def test_no_worker_is_forked_beside_a_running_thread(tmp_path: Path) -> None:
     finally:
         stop.set()
         t.join()
+
+
+def test_workers_follow_the_cpus_and_the_containers_cpu_quota(tmp_path: Path) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("max 100000\n")
+    assert m._workers(str(quota)) == min(8, cpus)
+    quota.write_text("50000 100000\n")  # half a CPU: one worker
+    assert m._workers(str(quota)) == 1
+    quota.write_text("150000 100000\n")
+    assert m._workers(str(quota)) == min(2, cpus)
+    assert m._workers(str(tmp_path / "none")) == min(8, cpus)

@@ -292,13 +292,22 @@ def _encode(items: list[tuple[bytes, bytes, int]], root_dev: int) -> bytes:
     return b"".join(out)
 
 
-def _workers() -> int:
+def _workers(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """One per CPU this process may use: its CPU affinity, capped by the container's CPU quota
+    (cgroup v2 `cpu.max`, e.g. a Kubernetes limit of 500m is one), at most 8."""
     if WORKERS is not None:
         return WORKERS
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
+    try:
+        with open(cpu_max, "rb") as f:
+            quota, period = f.read().split()[:2]
+        if quota != b"max":
+            cpus = min(cpus, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
     return max(1, min(8, cpus))
 
 
