@@ -110,9 +110,6 @@ def main() -> None:
         mesh.write_text(MESH.format(image=image))
         up = [*veil, "up", "-f", str(mesh), "--mode", "debug", "-t", str(work / "target")]
         timed(up, env)  # first run: the local CAS, the session
-        cas_addr = (work / "home/local/cas/addr").read_text().strip()
-        key = subprocess.run([*veil, "cas", "key", "--state-dir", str(work / "home/local/cas")],
-                             env=env, capture_output=True, text=True, check=True).stdout.strip()
         from veil.image.tools import container_env
 
         cenv = {**container_env(), **{k: v for k, v in env.items() if k.startswith("VEIL_")}}
@@ -120,7 +117,15 @@ def main() -> None:
         plain = ["podman", "run", "--rm", "--init", "--network", "veil-bench-up",
                  "--entrypoint", "/usr/bin/python3", "-w", "/python", "-e", "API_USER=myself",
                  "-e", "API_PASSWORD=not-from-cas", image, "print_env.py"]
-        attested = ["podman", "run", "--rm", "--init", "--network", "veil-bench-up",
+
+        def attested() -> list[str]:
+            """The launcher's line for the CAS running now (a cold `veil up` starts a new one:
+            another port, another key)."""
+            cas_addr = (work / "home/local/cas/addr").read_text().strip()
+            key = subprocess.run(
+                [*veil, "cas", "key", "--state-dir", str(work / "home/local/cas")], env=env,
+                capture_output=True, text=True, check=True).stdout.strip()
+            return ["podman", "run", "--rm", "--init", "--network", "veil-bench-up",
                     "-e", "SCONE_CONFIG_ID=bench-up/pythonapp/pythonapp",
                     "-e", f"SCONE_CAS_ADDR={cas_addr}", "-e", f"SCONE_CAS_KEY={key}", image]
         cases = {"podman run (baseline)": [], "podman run + launcher": [],
@@ -128,7 +133,7 @@ def main() -> None:
         times.update(cases)
         for _ in range(opts.repeat):
             times["podman run (baseline)"].append(timed(plain, cenv, "Hello myself"))
-            times["podman run + launcher"].append(timed(attested, cenv, "Hello myself"))
+            times["podman run + launcher"].append(timed(attested(), cenv, "Hello myself"))
             subprocess.run(["podman", "rm", "-f", name], env=cenv, capture_output=True,
                            check=False)
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

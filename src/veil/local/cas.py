@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from veil.errors import OperationalError
+from veil.fsutil import atomic_write_text
 from veil.paths import home_dir
 
 __all__ = ["LocalCas", "cas_dir", "ensure_local_cas", "stop_local_cas"]
@@ -67,14 +68,21 @@ def _free_port(host: str) -> int:
 
 def ensure_local_cas(host: str) -> LocalCas:
     """The local CAS listening on `host` (started if it is not running there)."""
-    from veil.cas.state import CasFiles, init_state  # cryptography: load when used
-
     root = cas_dir()
+    pid_file, addr_file, key_file = root / "pid", root / "addr", root / "public-key"
+    if pid_file.exists() and addr_file.exists() and key_file.exists():
+        # running already: its public key as recorded at its start (no CAS code loaded, a
+        # warm `veil up` stays short)
+        pid, addr = int(pid_file.read_text()), addr_file.read_text().strip()
+        if _alive(pid) and addr.rpartition(":")[0] == host and _answers(addr):
+            return LocalCas(addr, key_file.read_text().strip(), started=False, pid=pid)
+    from veil.cas.state import CasFiles, init_state  # cryptography, SQLAlchemy: when used
+
     files = CasFiles(root)
     if not files.key.exists():
         files = init_state(root, [host, "127.0.0.1", "localhost"])
     key = files.public_key_b64()
-    pid_file, addr_file = root / "pid", root / "addr"
+    atomic_write_text(key_file, key + "\n")
     if pid_file.exists() and addr_file.exists():
         pid, addr = int(pid_file.read_text()), addr_file.read_text().strip()
         if _alive(pid) and addr.rpartition(":")[0] == host and _answers(addr):

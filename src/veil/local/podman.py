@@ -61,12 +61,14 @@ class PodmanRunner:
                 hint="install the Debian package `catatonit` (scripts/setup.sh does)")
 
     def ensure_network(self, name: str, mesh: str, image: str | None = None) -> str:
-        if self._podman(["network", "exists", name], check=False).returncode != 0:
+        inspect = ["network", "inspect", name, "--format",
+                   "{{range .Subnets}}{{.Gateway}} {{end}}"]
+        found = self._podman(inspect, check=False)  # one call when the network exists
+        if found.returncode != 0:
             self._podman(["network", "create", "--label", f"{LABEL_MESH}={mesh}", name],
-                      what=f"creating the network {name}")
-        gateway = self._podman(["network", "inspect", name, "--format",
-                             "{{range .Subnets}}{{.Gateway}} {{end}}"],
-                            what=f"reading the network {name}").stdout.split()[0]
+                         what=f"creating the network {name}")
+            found = self._podman(inspect, what=f"reading the network {name}")
+        gateway = found.stdout.split()[0]
         if image is not None and not _is_local_address(gateway):
             # the bridge (and so the gateway address on this host) comes up with the first
             # container that joins; the local CAS listens there before any service starts

@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,7 +199,6 @@ def up(doc: Loaded, options: UpOptions, runner: Runner, progress: Progress = _qu
        *, apply: Callable[..., object] | None = None) -> UpResult:
     from veil.local.cas import ensure_local_cas, stop_local_cas
     from veil.local.registry import ensure_registries, stop_registries
-    from veil.mesh.apply import MeshOptions, apply_mesh
 
     mesh: Mesh = doc.model
     runner.check()
@@ -209,13 +209,19 @@ def up(doc: Loaded, options: UpOptions, runner: Runner, progress: Progress = _qu
     local_started = False
     registries: list[str] = []
     record_mesh(name)  # `veil ps`, `veil down --all` of this Veil home know it from now on
+    pool = ThreadPoolExecutor(1, thread_name_prefix="veil-up")
+    network: Future[str] | None = None
     try:
         registries = ensure_registries(images)
         for r in registries:
             progress(f"started a local registry on {r} (storage under Veil's home)")
         progress(f"network {net}")
+        # podman makes the network while this thread loads the mesh use case (start-up time)
+        network = pool.submit(runner.ensure_network, net, name, images[0] if images else None)
+        from veil.mesh.apply import MeshOptions, apply_mesh
+
         try:
-            gateway = runner.ensure_network(net, name, image=images[0] if images else None)
+            gateway = network.result()
         except ImageNotPulled as err:
             first = mesh.services[0].name
             record_mesh(name, {first: _reason(err, first)})
@@ -287,6 +293,9 @@ def up(doc: Loaded, options: UpOptions, runner: Runner, progress: Progress = _qu
         # that ran before this `veil up` too) and its network are removed, the CAS and
         # registries this run started are stopped; nothing of the mesh is left half-started
         with _sigint_ignored():
+            if network is not None:  # let podman finish making the network, then remove it
+                with contextlib.suppress(Exception):
+                    network.result()
             progress(f"interrupted: removing the mesh {name} (containers and network)")
             down(runner, name, keep_servers=True)
             if local_started:
@@ -294,6 +303,8 @@ def up(doc: Loaded, options: UpOptions, runner: Runner, progress: Progress = _qu
             if registries:
                 stop_registries()
         raise
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _wait(runner: Runner, mesh: str, specs: list[tuple[ContainerSpec, int | None]],
