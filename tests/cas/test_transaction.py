@@ -103,7 +103,13 @@ def test_all_or_nothing_one_entry_per_session_and_authenticated_rows(any_rig: Ri
         new = copy.deepcopy(d)
         new["services"][0]["environment"]["API_USER"] = "someone else"
         changed.append({**new, "predecessor": heads[d["name"]]})
-    rig.alice.transaction(NS, changed)
+    second = rig.alice.transaction(NS, changed)
+    assert {w["version"] for w in second} == {2}
+    # the same updates again, from the new versions: nothing changes, no version is written
+    same = [{**d, "predecessor": w["hash"]} for d, w in zip(changed, second, strict=True)]
+    assert rig.alice.transaction(NS, same) == second
+    with pytest.raises(UserError, match="409"):  # ... but only from the current version
+        rig.alice.transaction(NS, changed)
     updated = rig.events("update")
     assert sorted(e["session"] for e in updated) == sorted(d["name"] for d in changed)
     assert all(e["version"] == 2 and e["secrets"] == [] for e in updated)

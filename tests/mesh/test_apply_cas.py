@@ -208,3 +208,28 @@ def test_trust_any_takes_the_presented_key_with_a_warning(mesh_cas: CasServer, t
     trust(mesh_cas.addr, base64.b64encode(other).decode())
     with pytest.raises(OperationalError, match="nothing was sent"):
         apply(mesh, mesh_cas)
+
+
+def test_a_changed_explicit_secret_value_is_applied(mesh_cas: CasServer, trusted: None,
+                                                    tmp_path: Path) -> None:
+    """Explicit values never leave CAS, so the client cannot see whether one changed: the
+    sessions holding one go into the transaction, and CAS writes a version only if a value
+    (or anything else) changed."""
+    mesh = mesh_case(tmp_path, mesh_cas, "shopx")
+    secrets = mesh.parent / "worker-secrets.yaml"
+    secrets.write_text(secrets.read_text() + "- name: api_token\n  kind: explicit\n"
+                       "  value: first-value\n")
+    assert apply(mesh, mesh_cas).counts() == {"created": 5}
+    again = apply(mesh, mesh_cas)
+    assert again.counts() == {"unchanged": 5}  # the same value: no new version
+    assert len(_history(mesh_cas, "shopx", "worker")) == 1
+    secrets.write_text(secrets.read_text().replace("first-value", "second-value"))
+    dry = apply(mesh, mesh_cas, dry_run=True)
+    worker = next(o for o in dry.sessions if o.name == "worker")
+    assert any("CAS compares" in line for line in worker.plan.diff)
+    changed = apply(mesh, mesh_cas)
+    by = {o.name: o for o in changed.sessions}
+    assert by["worker"].change == "updated" and by["worker"].written is not None
+    assert by["worker"].written.version == 2
+    assert {n for n, o in by.items() if o.change == "updated"} == {"worker"}
+    assert len(_history(mesh_cas, "shopx", "worker")) == 2

@@ -327,6 +327,20 @@ class Writes:
         self._audit("update", delta, p, version, identity)
         return SessionInfo(namespace, doc.name, version, h)
 
+    def unchanged(self, p: Prepared) -> SessionInfo:
+        """An update that changes nothing: no version is written, but the version it names
+        must still be the current one (else 409, as for any update)."""
+        key = (p.namespace, p.doc.name)
+        now = self.snap.heads.get(key)
+        if now is None or now.hash != p.doc.predecessor or key in self.written:
+            raise Refusal(
+                409,
+                "another update of this version won; read the session again and retry with "
+                "its hash",
+            )
+        self.written.add((p.namespace, p.doc.name))
+        return SessionInfo(p.namespace, p.doc.name, now.version, now.hash)
+
     def _audit(
         self, event: str, delta: int, p: Prepared, version: int, identity: str | None
     ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -214,18 +214,27 @@ def apply_mesh(
             from veil.mesh.images import publish
 
             publish(doc, result, dry_run=False, say=say)
-        changed = [p for p in plans if p.change != "unchanged"]
+        changed = [p for p in plans if p.change != "unchanged" or p.by_cas]
         written: dict[str, Written] = {}
         if changed:
             say("upload", f"writing {len(changed)} session(s) in one transaction")
             for w in store.commit(resolved.namespace, [p.payload() for p in changed]):
                 written[w.name] = w
         result.uploaded = True
-        result.sessions = [SessionOutcome(p, written.get(p.name)) for p in plans]
+        result.sessions = [_outcome(p, written.get(p.name)) for p in plans]
     finally:
         store.close()
     _chart(doc, result, options, say)
     return result
+
+
+def _outcome(plan: SessionPlan, written: Written | None) -> SessionOutcome:
+    if not plan.by_cas:
+        return SessionOutcome(plan, written)
+    if written is None or written.version == plan.current_version:  # CAS: nothing changed
+        return SessionOutcome(replace(plan, diff=()))
+    diff = ("explicit secret value(s) changed (CAS wrote a new version; values are not shown)",)
+    return SessionOutcome(replace(plan, change="updated", diff=diff), written)
 
 
 def _pinned(image: str, found: Found) -> str:

@@ -2,7 +2,9 @@
 a readable diff; and the documents to send. Pure.
 
 A session whose document (without `predecessor`) equals the current version is unchanged and
-not sent, so re-applying a mesh writes no new version. An update names the current version's
+not sent, so re-applying a mesh writes no new version — unless it holds explicit secret values,
+which CAS never answers with: it is sent as an update, and CAS writes no version when nothing,
+values included, changed. An update names the current version's
 hash as predecessor; CAS keeps every generated secret whose definition did not change.
 """
 
@@ -31,6 +33,9 @@ class SessionPlan:
     diff: tuple[str, ...] = ()
     predecessor: str | None = None
     current_version: int | None = None
+    # unchanged as far as the client can see, but it holds explicit secret values, which CAS
+    # never answers with: sent as an update, CAS writes a version only if one changed
+    by_cas: bool = False
 
     @property
     def name(self) -> str:
@@ -78,7 +83,15 @@ def plan_sessions(compiled: Sequence[CompiledSession],
         theirs = dict(cur.document)
         theirs.pop("predecessor", None)
         if theirs == mine:
-            out.append(SessionPlan(c, "unchanged", current_version=cur.version))
+            explicit = sorted(s.name for s in c.document.secrets
+                              if s.import_ is None and s.value is not None)
+            if explicit:
+                note = (f"explicit secret value(s) {', '.join(explicit)}: CAS compares them "
+                        "when the mesh is applied (their values never leave it)")
+                out.append(SessionPlan(c, "unchanged", (note,), predecessor=cur.hash,
+                                       current_version=cur.version, by_cas=True))
+            else:
+                out.append(SessionPlan(c, "unchanged", current_version=cur.version))
             continue
         diff = difflib.unified_diff(_text(reviewable(theirs)), _text(reviewable(mine)),
                                     f"{c.name} (version {cur.version})", f"{c.name} (new)",
