@@ -125,3 +125,56 @@ def test_all_or_nothing_one_entry_per_session_and_authenticated_rows(any_rig: Ri
     rig.restart()
     _refused_as_tampered(rig.launcher.attest(f"{NS}/s0/app"),
                          "does not match its authenticated state")
+
+
+def _fields(snap: Any) -> tuple[Any, ...]:
+    return (snap.digest, snap.owners, snap.heads, snap.head_macs, snap.secrets, snap.exports)
+
+
+def test_the_state_a_write_leaves_is_the_state_a_full_read_verifies(tmp_path: Path) -> None:
+    """After a write CAS keeps the snapshot it derived (the one it verified plus its own rows)
+    instead of reading and verifying every row again: it must be exactly what a fresh read of
+    the database gives, through creates, updates, removed secrets and removed exports."""
+    from veil.cas import batch, sessions
+    from veil.cas.core import Cas
+    from veil.cas.integrity import load_snapshot, read_state
+    from veil.cas.state import init_state, load_keyring
+    from veil.cas.store import make_engine, make_reader, write_gate
+    from veil.session.load import session_from_data
+
+    files = init_state(tmp_path / "state", ["127.0.0.1"])
+    url = f"sqlite:///{tmp_path / 'state' / 'cas.db'}"
+    engine = make_engine(url)
+    cas = Cas(engine, load_keyring(files), make_reader(url, engine), write_gate(url))
+
+    def check() -> None:
+        kept = cas.last_snapshot
+        assert kept is not None and cas.snapshot() is kept  # used, not read again
+        with engine.connect() as conn:
+            fresh = load_snapshot(conn, cas.integrity, read_state(conn))
+        assert _fields(kept) == _fields(fresh)
+
+    def docs(items: list[dict[str, Any]]) -> list[Any]:
+        return [session_from_data(d, file="t") for d in items]
+
+    written = batch.commit(cas, NS, docs(mesh(4)), "alice")
+    check()
+    heads = {w.name: w.hash for w in written}
+    shared = mesh(4)[0]
+    shared["secrets"][0]["export"] = shared["secrets"][0]["export"][:2]  # two exports go
+    s3 = mesh(4)[4]  # s3 no longer imports, and loses its own secret
+    s3["secrets"] = []
+    s3["services"][0]["environment"] = {"API_USER": "x"}
+    s3["services"][0]["command"] = "python3 app.py"
+    s3["images"][0]["injection_files"] = []
+    batch.commit(cas, NS, docs([{**shared, "predecessor": heads["shared"]},
+                                {**s3, "predecessor": heads["s3"]}]), "alice")
+    check()
+    sessions.create(cas, "other", session_from_data(session(name="one"), file="t"), "bob")
+    check()
+    one = cas.head("other", "one")
+    assert one is not None
+    sessions.update(cas, "other", session_from_data(
+        {**session(name="one"), "predecessor": one.hash, "secrets": [],
+         "services": [], "images": []}, file="t"), "bob")
+    check()

@@ -121,6 +121,8 @@ def commit(
                     out.append(w.update(p, identity))
             name = ""
             w.flush()
+        if w.after is not None:
+            cas.remember(w.after)
     except IntegrityError:
         who = f"session {namespace}/{name}" if name else f"a session of {namespace}"
         reason = f"{who} was written concurrently; nothing was changed"

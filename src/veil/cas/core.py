@@ -190,6 +190,12 @@ class Cas:
         """The snapshot last verified, without reading anything (possibly stale)."""
         return self._snapshot
 
+    def remember(self, snap: Snapshot) -> None:
+        """Keep the snapshot a committed write derived from the one it verified (the state
+        digest it names is the one that write stored): the next read whose state row shows
+        that digest uses it instead of reading and verifying every row again."""
+        self._snapshot = snap
+
     def cached_document(self, version_hash: str) -> SessionDoc | None:
         """The document of a version already verified and parsed, else None (no read)."""
         return self._docs.get(version_hash)

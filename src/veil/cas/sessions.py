@@ -30,14 +30,12 @@ __all__ = [
     "Writes",
     "check_imports",
     "create",
-    "create_in",
     "history",
     "import_source",
     "prepare_create",
     "prepare_update",
     "read",
     "update",
-    "update_in",
 ]
 
 
@@ -244,6 +242,11 @@ _INSERT_EXPORT = (
 _EXPORT_COLUMNS = ("namespace", "session", "secret", "target_namespace", "target_session")
 
 
+def _export_key(r: dict[str, Any]) -> ExportKey:
+    return (r["namespace"], r["session"], r["secret"], r["target_namespace"],
+            r["target_session"])
+
+
 class Writes:
     """The rows of one or more session writes in the caller's write transaction.
 
@@ -267,6 +270,7 @@ class Writes:
         self.entries: list[tuple[str, dict[str, Any]]] = []
         self.delta = 0
         self.written: set[tuple[str, str]] = set()
+        self.after: Snapshot | None = None  # the state after `flush`, once committed
         # (namespace, session) staged -> the exports it has once written
         self.staged: dict[tuple[str, str], set[ExportKey]] = {}
 
@@ -434,10 +438,34 @@ class Writes:
         fastsql.executemany(conn, _DELETE_EXPORT, rows["exports_gone"])
         fastsql.executemany(conn, _INSERT_EXPORT, rows["exports"])
         audit.append_many(conn, self.integ, self.entries, self.delta)
+        self.after = self._next_snapshot()
         for v in self.rows.values():
             v.clear()
         self.entries = []
         self.delta = 0
+
+    def _next_snapshot(self) -> Snapshot:
+        """The state once this transaction committed: the verified snapshot and what it wrote
+        (for `Cas.remember`; used only while the state row names its digest)."""
+        old, rows = self.snap, self.rows
+        owners, heads, head_macs = dict(old.owners), dict(old.heads), dict(old.head_macs)
+        secrets, exports = dict(old.secrets), dict(old.exports)
+        for r in rows["namespaces"]:
+            owners[r["name"]] = r["owner"]
+        for r in (*rows["heads"], *rows["moves"]):
+            head = Head(r["namespace"], r["name"], r["version"], r["hash"], r["creator"])
+            heads[(head.namespace, head.name)] = head
+            head_macs[(head.namespace, head.name)] = r["mac"]
+        for r in rows["secrets_gone"]:
+            secrets.pop((r["namespace"], r["session"], r["name"]), None)
+        for r in rows["secrets"]:
+            secrets[(r["namespace"], r["session"], r["name"])] = r["mac"]
+        for r in rows["exports_gone"]:
+            exports.pop(_export_key(r), None)
+        for r in rows["exports"]:
+            exports[_export_key(r)] = (r["owner"], r["mac"])
+        return Snapshot(self.integ.fold(old.digest, self.delta), owners, heads, head_macs,
+                        secrets, exports)
 
 
 def _deny(cas: Cas, status: int, reason: str, **fields: Any) -> Refusal:
@@ -469,26 +497,18 @@ def prepare_create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | No
     return Prepared(namespace, doc, session_hash(doc), writes, set(), None)
 
 
-def create_in(
-    conn: Connection,
-    cas: Cas,
-    p: Prepared,
-    identity: str,
-) -> SessionInfo:
-    """Write a prepared create inside the caller's transaction."""
-    w = Writes(conn, cas)
-    info = w.create(p, identity)
-    w.flush()
-    return info
-
-
 def create(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> SessionInfo:
     where = {"namespace": namespace, "session": doc.name, "actor": identity}
     p = prepare_create(cas, namespace, doc, identity)
     assert identity is not None
     try:
         with cas.write() as conn:
-            return create_in(conn, cas, p, identity)
+            w = Writes(conn, cas)
+            info = w.create(p, identity)
+            w.flush()
+        if w.after is not None:
+            cas.remember(w.after)
+        return info
     except IntegrityError:
         raise _deny(
             cas, 409, f"session {namespace}/{doc.name} was created concurrently", **where
@@ -521,25 +541,17 @@ def prepare_update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | No
     return Prepared(namespace, doc, session_hash(doc), writes, removed, head)
 
 
-def update_in(
-    conn: Connection,
-    cas: Cas,
-    p: Prepared,
-    identity: str | None,
-) -> SessionInfo:
-    """Write a prepared update inside the caller's transaction (see `create_in`)."""
-    w = Writes(conn, cas)
-    info = w.update(p, identity)
-    w.flush()
-    return info
-
-
 def update(cas: Cas, namespace: str, doc: SessionDoc, identity: str | None) -> SessionInfo:
     where = {"namespace": namespace, "session": doc.name, "actor": identity}
     p = prepare_update(cas, namespace, doc, identity)
     try:
         with cas.write() as conn:
-            return update_in(conn, cas, p, identity)
+            w = Writes(conn, cas)
+            info = w.update(p, identity)
+            w.flush()
+        if w.after is not None:
+            cas.remember(w.after)
+        return info
     except IntegrityError:
         raise _deny(cas, 409, "another update of this version won", op="update", **where) from None
     except Refusal as r:
