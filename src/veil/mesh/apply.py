@@ -16,13 +16,12 @@ from typing import Literal
 
 from veil.deploy.chart.names import release_name
 from veil.errors import OperationalError, VeilError
-from veil.fsutil import replace_dir
 from veil.manifest.load import Loaded
 from veil.manifest.models import Mesh
 from veil.manifest.tolerance import parse_tolerance
 from veil.mesh.descriptions import Descriptions, Found, IndexThenRegistry, descriptions_for
 from veil.mesh.extras import extra_policies, image_secrets
-from veil.mesh.files import write_tree
+from veil.mesh.files import put_tree
 from veil.mesh.plan import SessionPlan, plan_sessions, reviewable
 from veil.mesh.store import SessionStore, Written, connect_cas
 from veil.mesh.trust import expected_key, normalize_addr
@@ -121,8 +120,7 @@ def write_policies(target: Path, compiled: list[CompiledSession]) -> Path:
     files = {f"{c.name}.json": json.dumps(reviewable(c.document.canonical()), indent=2,
                                           sort_keys=True, ensure_ascii=False) + "\n"
              for c in compiled}
-    with replace_dir(where) as tmp:
-        write_tree(tmp, files)
+    put_tree(where, files)
     return where
 
 

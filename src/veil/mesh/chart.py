@@ -18,11 +18,10 @@ from ruamel.yaml.error import YAMLError
 from veil.deploy.chart.files import chart_files
 from veil.deploy.chart.model import ChartSpec, Subchart
 from veil.errors import ManifestError, OperationalError, UserError
-from veil.fsutil import replace_dir
 from veil.image.reference import parse_reference
 from veil.manifest.load import Loaded, plain
 from veil.manifest.models import Mesh
-from veil.mesh.files import write_tree
+from veil.mesh.files import put_tree
 
 if TYPE_CHECKING:
     from veil.mesh.apply import MeshOptions, MeshResult, Progress
@@ -152,8 +151,7 @@ def write_chart(doc: Loaded, result: MeshResult, options: MeshOptions, say: Prog
     spec = chart_spec(doc, result, options)
     files = chart_files(spec)
     where = options.target / "helm"
-    with replace_dir(where) as tmp:
-        write_tree(tmp, files)
+    put_tree(where, files)
     result.chart_dir = where
     say("chart", f"wrote the Helm chart to {where}")
     if options.output == "yaml":
@@ -161,6 +159,5 @@ def write_chart(doc: Loaded, result: MeshResult, options: MeshOptions, say: Prog
 
         manifests = render_manifests(where, result.release, release_name(result.namespace))
         out = options.target / "manifests"
-        with replace_dir(out) as tmp:
-            write_tree(tmp, manifests)
+        put_tree(out, manifests)
         result.manifests_dir = out

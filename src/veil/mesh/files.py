@@ -1,4 +1,5 @@
-"""Writing a generated tree of files (a chart, the policies) into a fresh folder."""
+"""Writing a generated tree of files (a chart, the policies): swapped in whole, or left alone
+when the folder already holds exactly those files."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["write_tree"]
+from veil.fsutil import replace_dir
+
+__all__ = ["put_tree", "write_tree"]
 
 _THREADS = 8
 
@@ -50,3 +53,51 @@ def write_tree(root: Path, files: Mapping[str, str]) -> None:
         buckets[i % _THREADS][1].extend(items)
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
         list(pool.map(lambda b: _write(root, b[0], b[1]), buckets))
+
+
+def _holds(target: Path, files: Mapping[str, str]) -> bool:
+    """Whether `target` is a folder holding exactly `files`: no other file, folder or link,
+    every text the same."""
+    if target.is_symlink() or not target.is_dir():
+        return False
+    wanted_dirs = {os.path.dirname(rel) for rel in files} - {""}
+    wanted_dirs |= {p for d in wanted_dirs for p in _parents(d)}
+    seen = 0
+    for dirpath, dirs, names in os.walk(target):
+        rel_dir = os.path.relpath(dirpath, target)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        for d in dirs:
+            rel = f"{rel_dir}/{d}" if rel_dir else d
+            if rel not in wanted_dirs or os.path.islink(os.path.join(dirpath, d)):
+                return False
+        for name in names:
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            text = files.get(rel)
+            path = os.path.join(dirpath, name)
+            if text is None or os.path.islink(path):
+                return False
+            try:
+                with open(path, "rb") as f:
+                    if f.read(len(text) * 4 + 1) != text.encode("utf-8"):
+                        return False
+            except OSError:
+                return False
+            seen += 1
+    return seen == len(files)
+
+
+def _parents(d: str) -> list[str]:
+    parts = d.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def put_tree(target: Path, files: Mapping[str, str]) -> bool:
+    """Make `target` hold exactly `files` (relative path → text). When it already does,
+    nothing is written (a dry run repeated on an unchanged mesh rewrote thousands of files);
+    otherwise a new folder replaces it whole (`veil.fsutil.replace_dir`). Returns whether
+    anything was written."""
+    if _holds(target, files):
+        return False
+    with replace_dir(target) as tmp:
+        write_tree(tmp, files)
+    return True
