@@ -105,9 +105,9 @@ def test_the_unaltered_image_and_an_unaltered_copy_get_their_configuration(
         assert proc.returncode == 0, proc.stderr
         assert "Hello myself" in proc.stdout and "API_PASSWORD sha256 checksum" in proc.stdout
         # the launcher says once what it attested, and nothing else
-        said = [ln for ln in proc.stderr.splitlines() if ln.startswith("veil-launcher:")]
+        said = [ln for ln in proc.stderr.splitlines() if ln.startswith("veil-launcher")]
         assert said == [
-            f"veil-launcher: attested {target.config_id} (simulation), measurement "
+            f"veil-launcher attested {target.config_id} (simulation), measurement "
             f"{target.measurement[:12]}, starting python3 print_env.py"
         ], proc.stderr
 

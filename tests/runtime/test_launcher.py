@@ -240,13 +240,15 @@ def test_the_success_line_names_the_attestation_and_no_secret() -> None:
     prov = Provisioned({"env": {"API_PASSWORD": "s3cret"}, "argv": ["python3", "print_env.py"]})
     prov.config_id, prov.platform, prov.measurement = "ns/s/svc", "simulation", "ab" * 32
     line = started_line(prov, "/usr/bin/python3", prov.argv, plan)
-    assert line == ("veil-launcher: attested ns/s/svc (simulation), measurement abababababab, "
+    assert line == ("veil-launcher attested ns/s/svc (simulation), measurement abababababab, "
                     "starting python3 print_env.py")
     # arguments that are not the image's measured command may hold provisioned secrets
     line = started_line(prov, "/usr/bin/python3", ["python3", "-c", "s3cret"], plan)
     assert "s3cret" not in line and line.endswith(
         "starting /usr/bin/python3 (arguments from the session not shown)")
     assert "\n" not in line
+    # a refusal's prefix is "veil-launcher: " (what `veil up` reports as the reason)
+    assert not line.startswith("veil-launcher: ")
 
 
 def test_a_cas_without_the_pinned_key_is_not_spoken_to(

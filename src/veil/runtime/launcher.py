@@ -449,10 +449,12 @@ def program_env(prov: Provisioned) -> dict[str, str]:
 def started_line(prov: Provisioned, program: str, argv: Sequence[str],
                  plan: MeasurementPlan) -> str:
     """The one line printed on success. The arguments are shown only when they are the image's
-    own measured command: a session's may hold provisioned secrets."""
+    own measured command: a session's may hold provisioned secrets. It does not start with
+    `veil-launcher: `, the prefix of a refusal (`veil up` reads the last such line as the
+    reason the program never started)."""
     shown = (" ".join(argv) if list(argv) == plan.command.split()
              else f"{program} (arguments from the session not shown)")
-    return (f"veil-launcher: attested {prov.config_id} ({prov.platform}), measurement "
+    return (f"veil-launcher attested {prov.config_id} ({prov.platform}), measurement "
             f"{prov.measurement[:12]}, starting {shown}")
 
 
