@@ -10,7 +10,7 @@ import pytest
 
 from veil.errors import OperationalError
 from veil.local.fake import Behaviour, FakeRunner
-from veil.local.up import UpOptions, down, status, up
+from veil.local.up import UpOptions, down, launcher_failure, status, up
 from veil.manifest.load import load_document
 
 MESH = """\
@@ -213,3 +213,27 @@ def test_a_service_without_port_is_up_only_after_the_grace(doc: Any) -> None:
                 apply=fake_apply())
     assert {s.service: s.state for s in result.services} == {"api": "failed", "store": "failed"}
     assert "not up after" in result.services[0].message
+
+
+def _started(config_id: str) -> str:
+    """The launcher's own success line, from the launcher's code."""
+    from veil.runtime.launcher import started_line
+
+    prov = SimpleNamespace(config_id=config_id, platform="simulation", measurement="ab" * 32)
+    plan = SimpleNamespace(command="python3 app.py")
+    return started_line(prov, "/usr/bin/python3", ["python3", "app.py"], plan)  # type: ignore[arg-type]
+
+
+def test_the_launchers_success_line_is_no_refusal(doc: Any) -> None:
+    ok = _started("shop/api/api") + "\nHello\n"
+    runner = FakeRunner(behaviours={
+        "reg.example/api": Behaviour(state="exited", exit_code=0, output=ok),
+        "reg.example/store": Behaviour(state="exited", exit_code=3,
+                                       output=_started("shop/store/store") + "\nboom\n")})
+    result = up(doc, OPTS, runner, apply=fake_apply())
+    states = {s.service: s for s in result.services}
+    assert states["api"].state == "done" and states["api"].attested
+    assert states["store"].state == "failed" and states["store"].attested
+    assert "exited at once with code 3" in states["store"].message
+    assert launcher_failure(ok) is None
+    assert launcher_failure(ok + "veil-launcher: cannot reach CAS\n") == "cannot reach CAS"

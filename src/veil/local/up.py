@@ -124,10 +124,19 @@ def _port(resolved: object, service: str) -> int | None:
     return port if 0 < port < 65536 else None
 
 
+# the launcher's one line on success: "attested <config id> (<platform>), measurement <hex>,
+# starting <program>"
+_STARTED = re.compile(r"attested \S+ \([^)]*\), measurement [0-9a-f]+, starting ")
+
+
 def launcher_failure(logs: str) -> str | None:
-    """The launcher's reason when it did not start the program (its last `veil-launcher:`)."""
-    lines = [ln for ln in logs.splitlines() if ln.startswith("veil-launcher: ")]
-    return lines[-1].removeprefix("veil-launcher: ") if lines else None
+    """The launcher's reason when it did not start the program (its last `veil-launcher:`
+    line); None when it started it (its last line is the one it prints on success)."""
+    lines = [ln.removeprefix("veil-launcher: ") for ln in logs.splitlines()
+             if ln.startswith("veil-launcher: ")]
+    if not lines or _STARTED.match(lines[-1]):
+        return None
+    return lines[-1]
 
 
 def _answers_local(port: int) -> bool:
