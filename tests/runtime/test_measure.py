@@ -336,3 +336,21 @@ def test_workers_follow_the_cpus_and_the_containers_cpu_quota(tmp_path: Path) ->
     quota.write_text("150000 100000\n")
     assert m._workers(str(quota)) == min(2, cpus)
     assert m._workers(str(tmp_path / "none")) == min(8, cpus)
+
+
+def test_a_record_cut_short_is_not_taken(tmp_path: Path, forking: None) -> None:
+    """A worker killed while writing leaves a partial record: that batch counts as missing."""
+    plan = tree(tmp_path)
+    _many(tmp_path)
+    measuring = m.Measuring(str(tmp_path), plan, workers=0)
+    out = os.memfd_create("test")
+    try:
+        whole = m._record(0, b"line\0" * 10)
+        os.write(out, m._record(1, b"x") + whole[:-3])
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        assert measuring._collect(pid, out) is None
+        assert measuring._parts[1] == b"x" and measuring._parts[0] is None
+    finally:
+        os.close(out)

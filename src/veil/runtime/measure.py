@@ -405,6 +405,8 @@ class Measuring:
         while at + 8 <= len(view):
             i = int.from_bytes(view[at:at + 4], "little")
             n = int.from_bytes(view[at + 4:at + 8], "little")
+            if at + 8 + n > len(view):  # cut short (the worker was killed while writing)
+                break
             body = bytes(view[at + 8:at + 8 + n])
             at += 8 + n
             if i == _ERROR:
