@@ -237,3 +237,22 @@ def test_the_launchers_success_line_is_no_refusal(doc: Any) -> None:
     assert "exited at once with code 3" in states["store"].message
     assert launcher_failure(ok) is None
     assert launcher_failure(ok + "veil-launcher: cannot reach CAS\n") == "cannot reach CAS"
+
+
+def test_ps_all_names_the_mesh_of_each_row(doc: Any, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from veil.cli._local import service_table
+
+    other = tmp_path / "other.yaml"
+    other.write_text(MESH.replace("namespace: shop", "namespace: other"))
+    runner = FakeRunner()
+    up(doc, OPTS, runner, apply=fake_apply())
+    up(load_document(str(other)), OPTS, runner, apply=fake_apply())
+    console = Console(width=200, record=True)
+    console.print(service_table(status(runner, None)))
+    text = console.export_text()
+    assert "mesh" in text and "other" in text and "shop" in text
+    console = Console(width=200, record=True)
+    console.print(service_table(status(runner, "shop")))
+    assert "other" not in console.export_text()

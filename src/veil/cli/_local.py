@@ -16,12 +16,14 @@ __all__ = ["DEFAULT_FILE", "mesh_of", "service_table"]
 
 def service_table(services: list[ServiceStatus], title: str | None = None) -> Table:
     table = Table(title=title)
-    for col in ("service", "image digest", "state", "attested", "port", "health"):
+    meshes = len({s.mesh for s in services}) > 1  # `veil ps --all`: say which mesh
+    for col in (("mesh",) if meshes else ()) + (
+            "service", "image digest", "state", "attested", "port", "health"):
         table.add_column(col, overflow="fold")
     for s in services:
         digest = s.image.partition("@")[2][:19] or s.image
         attested = {True: "yes", False: "no", None: "-"}[s.attested]
-        table.add_row(s.service, digest, s.state, attested,
+        table.add_row(*((s.mesh,) if meshes else ()), s.service, digest, s.state, attested,
                       f"127.0.0.1:{s.port}" if s.port else "-", s.health)
     return table
 

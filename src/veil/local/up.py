@@ -59,6 +59,7 @@ class ServiceStatus:
     port: int | None = None
     health: str = "-"
     message: str = ""
+    mesh: str = ""
 
 
 @dataclass
@@ -154,7 +155,7 @@ _INIT = "/run/podman-init "
 
 
 def _judge(c: Container, runner: Runner, since: float, port: int | None) -> ServiceStatus:
-    st = ServiceStatus(c.service, c.name, c.image, c.state, None, port)
+    st = ServiceStatus(c.service, c.name, c.image, c.state, None, port, mesh=c.mesh)
     if c.state == "exited":
         logs = runner.logs(c.name, tail=40) or ""
         reason = launcher_failure(logs)
@@ -378,7 +379,7 @@ def status(runner: Runner, mesh: str | None = None) -> list[ServiceStatus]:
     for m in [mesh] if mesh is not None else meshes():
         for service, why in sorted(failed_services(m).items()):
             if (m, service) not in have:
-                out.append(ServiceStatus(service, "-", "", "failed", None, message=why))
+                out.append(ServiceStatus(service, "-", "", "failed", None, message=why, mesh=m))
     return out
 
 
