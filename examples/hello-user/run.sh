@@ -2,7 +2,8 @@
 # The seeds' hello-user workflow, for real:
 #   build → envsubst → mesh-1.yaml → --print-defaults → mesh-2.yaml → + patch.yaml → mesh-3.yaml
 #   → apply (sessions in CAS, Helm chart written and rendered) → the `helm install` to run next
-# Needs a registry at $APP_IMAGE_REPO, a Python base image there (`veil base create python`) and
+# Needs a registry at $APP_IMAGE_REPO, a Python base image there ($PYTHON_BASE, default
+# $APP_IMAGE_REPO/python:bookworm, made by `veil base create python --to ...`) and
 # a CAS at $CAS_ADDR whose key this machine knows (`veil cas init --addr` or `veil cas trust`).
 # Generated files go to $WORK (default ./target/hello-user). Pass --debug for a debug-mode mesh
 # (simulation evidence, for machines without a TEE); DRY_RUN=1 builds, uploads and copies
@@ -24,7 +25,10 @@ WORK=${WORK:-target/hello-user}
 mkdir -p "$WORK"
 
 # 1. the confidential image: built, measured, pushed; its description recorded
-sed "s#127.0.0.1:5000/veil#${APP_IMAGE_REPO}#" "$here/service.yaml" > "$WORK/service.yaml"
+# built on the Python base in the same registry (`veil base create python --to ...`)
+PYTHON_BASE=${PYTHON_BASE:-$APP_IMAGE_REPO/python:bookworm}
+sed -e "s#127.0.0.1:5000/veil#${APP_IMAGE_REPO}#" -e "s#^  kind: python\$#  kind: python\n  from: ${PYTHON_BASE}#" \
+  "$here/service.yaml" > "$WORK/service.yaml"
 cp "$here/print_env.py" "$WORK/"
 (cd "$WORK" && "$VEIL" apply -f service.yaml ${DRY[@]+"${DRY[@]}"} --mode "$MODE" -t target)
 

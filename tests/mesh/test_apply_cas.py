@@ -39,7 +39,8 @@ def mesh_case(tmp_path: Path, cas: CasServer, namespace: str, **edits: str) -> P
 
 def apply(mesh: Path, cas: CasServer, **kw: Any) -> Any:
     connect = kw.pop("connect", None)
-    opts = MeshOptions(mode="debug", target=mesh.parent / "target", write_chart=False, **kw)
+    kw.setdefault("write_chart", False)
+    opts = MeshOptions(mode="debug", target=mesh.parent / "target", **kw)
     return apply_mesh(load_mesh(mesh), opts, descriptions=descriptions(mesh.parent / "services"),
                       connect=connect)
 
@@ -233,3 +234,24 @@ def test_a_changed_explicit_secret_value_is_applied(mesh_cas: CasServer, trusted
     assert by["worker"].written.version == 2
     assert {n for n, o in by.items() if o.change == "updated"} == {"worker"}
     assert len(_history(mesh_cas, "shopx", "worker")) == 2
+
+
+def test_every_missing_variable_is_named_before_anything_is_sent_or_written(
+        mesh_cas: CasServer, trusted: None, tmp_path: Path) -> None:
+    from veil.errors import ManifestError
+    from veil.paths import config_dir
+
+    mesh = mesh_case(tmp_path, mesh_cas, "shopmiss")
+    text = mesh.read_text()
+    text = text.replace('      - name: DB_HOST\n        value: "db"\n', "")
+    text = text.replace('      - name: QUEUE\n        value: "jobs-{{namespace}}"\n', "")
+    mesh.write_text(text)
+    with pytest.raises(ManifestError) as err:
+        apply(mesh, mesh_cas, write_chart=True)
+    msg = " ".join(p.message for p in err.value.problems)
+    for missing in ("DB_HOST", "QUEUE"):
+        assert missing in msg
+    assert "api" in msg and "worker" in msg  # every service that lacks one, at once
+    assert not (mesh.parent / "target").exists()
+    with mesh_cas.client(config_dir() / "identity") as c:
+        assert set(c.current("shopmiss", ["api", "worker", "db"]).values()) == {None}
