@@ -255,3 +255,25 @@ def test_every_missing_variable_is_named_before_anything_is_sent_or_written(
     assert not (mesh.parent / "target").exists()
     with mesh_cas.client(config_dir() / "identity") as c:
         assert set(c.current("shopmiss", ["api", "worker", "db"]).values()) == {None}
+
+
+def test_an_unchanged_session_comes_back_without_its_document(
+        mesh_cas: CasServer, trusted: None, tmp_path: Path) -> None:
+    """Re-apply compares content hashes: CAS answers `same` and sends no document; a session
+    whose hash differs, or that the caller may not read, gets the usual answer."""
+    from veil.mesh.plan import known_hashes
+    from veil.paths import config_dir
+
+    mesh = mesh_case(tmp_path, mesh_cas, "shophash")
+    first = apply(mesh, mesh_cas)
+    known = known_hashes([o.plan.session for o in first.sessions])
+    names = sorted(known)
+    with mesh_cas.client(config_dir() / "identity") as c:
+        same = c.current("shophash", names, known)
+        assert all(v is not None and v.get("same") and "session" not in v
+                   for v in same.values())
+        other = c.current("shophash", names, {**known, "api": "0" * 64})
+        assert other["api"] is not None and "session" in other["api"]
+        assert other["db"] is not None and other["db"].get("same")
+    with mesh_cas.client(tmp_path / "mallory") as m, pytest.raises(UserError, match="403"):
+        m.current("shophash", ["api"], {"api": known["api"]})  # no oracle for others

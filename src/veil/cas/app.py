@@ -99,6 +99,10 @@ class SessionWritten(BaseModel):
 
 class CurrentRequest(_In):
     names: list[Name] = Field(max_length=batch.MAX_SESSIONS)
+    # name -> the content hash the caller holds: a session saying the same comes back without
+    # its document
+    known: dict[Name, Annotated[str, Field(pattern="^[0-9a-f]{64}$")]] = Field(
+        default_factory=dict, max_length=batch.MAX_SESSIONS)
 
 
 class TransactionRequest(_In):
@@ -254,7 +258,7 @@ def create_app(cas: Cas, rate_scale: float = 1.0) -> FastAPI:
         namespace: Name, body: CurrentRequest, request: Request
     ) -> dict[str, dict[str, Any] | None]:
         """The current version of each named session, null where none exists."""
-        return batch.current(cas, namespace, body.names, _identity(request))
+        return batch.current(cas, namespace, body.names, _identity(request), body.known)
 
     @app.post("/v1/namespaces/{namespace}/transaction", response_model=TransactionWritten)
     def transaction(namespace: Name, body: TransactionRequest, request: Request

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from veil.cas.core import Cas, Refusal, allowed
+from veil.cas.core import Cas, Head, Refusal, allowed
 from veil.cas.secrets import Material
 from veil.cas.sessions import (
     Prepared,
@@ -24,7 +24,7 @@ from veil.cas.sessions import (
     prepare_update,
     stored_fingerprints,
 )
-from veil.session.model import SessionDoc
+from veil.session.model import SessionDoc, content_hash
 
 __all__ = ["MAX_SESSIONS", "commit", "current"]
 
@@ -50,10 +50,27 @@ def _changes_nothing(cas: Cas, p: Prepared) -> bool:
     return mine == theirs
 
 
+_CONTENT: dict[str, str] = {}  # version hash -> content hash (versions never change)
+
+
+def _content(cas: Cas, head: Head) -> str:
+    got = _CONTENT.get(head.hash)
+    if got is None:
+        got = content_hash(cas.document(head))
+        if len(_CONTENT) > 100_000:
+            _CONTENT.clear()
+        _CONTENT[head.hash] = got
+    return got
+
+
 def current(
-    cas: Cas, namespace: str, names: list[str], identity: str | None
+    cas: Cas, namespace: str, names: list[str], identity: str | None,
+    known: dict[str, str] | None = None,
 ) -> dict[str, dict[str, Any] | None]:
-    """The current version of each named session (None where it does not exist)."""
+    """The current version of each named session (None where it does not exist). `known`:
+    the content hash (`veil.session.model.content_hash`) the caller holds per name; where the
+    current version says the same, the answer is `{version, hash, same: true}` without the
+    document (an unchanged mesh's re-apply reads no documents)."""
     if len(names) > MAX_SESSIONS:
         raise Refusal(422, f"at most {MAX_SESSIONS} sessions per request")
     out: dict[str, dict[str, Any] | None] = {}
@@ -71,7 +88,11 @@ def current(
                 session=name, actor=identity, op="read",
             )
             raise Refusal(403, reason, session=name)
-        out[name] = {"version": head.version, "hash": head.hash, "session": doc.canonical()}
+        if known and known.get(name) == _content(cas, head):
+            out[name] = {"version": head.version, "hash": head.hash, "same": True}
+        else:
+            out[name] = {"version": head.version, "hash": head.hash,
+                         "session": doc.canonical()}
     cas.audit_event(
         "read", outcome="ok", namespace=namespace, session="*", actor=identity, op="current",
         sessions=sorted(names),

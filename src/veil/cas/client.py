@@ -200,10 +200,15 @@ class CasClient:
     def read_session(self, namespace: str, name: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/namespaces/{namespace}/sessions/{name}"))
 
-    def current(self, namespace: str, names: list[str]) -> dict[str, dict[str, Any] | None]:
-        """The current version of each named session (None where there is none)."""
-        return dict(self._call("POST", f"/v1/namespaces/{namespace}/current",
-                               json={"names": names}))
+    def current(self, namespace: str, names: list[str], known: dict[str, str] | None = None
+                ) -> dict[str, dict[str, Any] | None]:
+        """The current version of each named session (None where there is none); where
+        `known` holds the content hash of the current version, without its document
+        (`same: true`)."""
+        body: dict[str, Any] = {"names": names}
+        if known:
+            body["known"] = known
+        return dict(self._call("POST", f"/v1/namespaces/{namespace}/current", json=body))
 
     def transaction(self, namespace: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Create or update every document at once: all of them or none."""

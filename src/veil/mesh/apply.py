@@ -22,7 +22,7 @@ from veil.manifest.tolerance import parse_tolerance
 from veil.mesh.descriptions import Descriptions, Found, IndexThenRegistry, descriptions_for
 from veil.mesh.extras import extra_policies, image_secrets
 from veil.mesh.files import put_tree
-from veil.mesh.plan import SessionPlan, plan_sessions, reviewable
+from veil.mesh.plan import SessionPlan, known_hashes, plan_sessions, reviewable
 from veil.mesh.store import SessionStore, Written, connect_cas
 from veil.mesh.trust import expected_key, normalize_addr
 from veil.policy.compile import CompiledSession, Mode, compile_mesh, security_cas
@@ -201,7 +201,8 @@ def apply_mesh(
         result.cas_key_fingerprint = store.key_fingerprint
         result.cas_key = store.key
         say("compare", f"reading the current versions of {len(compiled)} session(s)")
-        current = store.current(resolved.namespace, [c.name for c in compiled])
+        current = store.current(resolved.namespace, [c.name for c in compiled],
+                                known_hashes(compiled))
         plans = plan_sessions(compiled, current)
         if result.dry_run:
             result.sessions = [SessionOutcome(p) for p in plans]

@@ -20,8 +20,9 @@ from veil.manifest.refs import find_secret_refs
 from veil.mesh.store import Current
 from veil.policy.compile import CompiledSession
 from veil.resolve.explain import MASK, looks_secret
+from veil.session.model import content_hash
 
-__all__ = ["Change", "SessionPlan", "plan_sessions", "reviewable"]
+__all__ = ["Change", "SessionPlan", "known_hashes", "plan_sessions", "reviewable"]
 
 Change = Literal["created", "updated", "unchanged", "unknown"]
 
@@ -65,6 +66,12 @@ def _text(data: Mapping[str, Any]) -> list[str]:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
 
 
+def known_hashes(compiled: Sequence[CompiledSession]) -> dict[str, str]:
+    """What to name to CAS's `/current` so that sessions saying the same come back without
+    their documents."""
+    return {c.name: content_hash(c.document) for c in compiled}
+
+
 def plan_sessions(compiled: Sequence[CompiledSession],
                   current: Mapping[str, Current | None] | None) -> list[SessionPlan]:
     """Each compiled session against what CAS holds (`current` None: CAS not asked)."""
@@ -80,9 +87,10 @@ def plan_sessions(compiled: Sequence[CompiledSession],
             out.append(SessionPlan(c, "created", tuple(f"+{ln}" for ln in
                                                        _text(reviewable(mine)))))
             continue
-        theirs = dict(cur.document)
-        theirs.pop("predecessor", None)
-        if theirs == mine:
+        theirs = dict(cur.document) if cur.document is not None else None
+        if theirs is not None:
+            theirs.pop("predecessor", None)
+        if theirs is None or theirs == mine:  # None: CAS found its content hash the same
             explicit = sorted(s.name for s in c.document.secrets
                               if s.import_ is None and s.value is not None)
             if explicit:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from veil.errors import OperationalError, UserError
 from veil.mesh.trust import ExpectedKey, fingerprint, normalize_addr, presented_key
-from veil.session.model import SessionDoc, session_hash
+from veil.session.model import SessionDoc, content_hash, session_hash
 
 __all__ = ["CasStore", "Current", "MemoryStore", "SessionStore", "Written", "connect_cas"]
 
@@ -21,7 +21,9 @@ __all__ = ["CasStore", "Current", "MemoryStore", "SessionStore", "Written", "con
 class Current:
     version: int
     hash: str
-    document: dict[str, Any]  # canonical (explicit values blanked)
+    # canonical (explicit values blanked); None when CAS answered that it says the same as
+    # the content hash the caller named (`known`)
+    document: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,11 @@ class SessionStore(Protocol):
     key: str | None  # the CAS's public key, base64 DER (what the launcher pins)
     key_fingerprint: str
 
-    def current(self, namespace: str, names: list[str]) -> dict[str, Current | None]:
-        """The current version of each named session; None where there is none."""
+    def current(self, namespace: str, names: list[str], known: dict[str, str] | None = None
+                ) -> dict[str, Current | None]:
+        """The current version of each named session; None where there is none. Where
+        `known` names its content hash (`veil.session.model.content_hash`), the version may
+        come without its document."""
 
     def commit(self, namespace: str, documents: list[dict[str, Any]]) -> list[Written]:
         """Create or update every document, all or none (a refusal raises VeilError)."""
@@ -56,9 +61,11 @@ class CasStore:
         self.key_fingerprint = fingerprint(base64.b64decode(key_b64))
         self.client = CasClient(addr, key_b64, timeout=120.0)
 
-    def current(self, namespace: str, names: list[str]) -> dict[str, Current | None]:
-        raw = self.client.current(namespace, names)
-        return {n: (Current(v["version"], v["hash"], v["session"]) if v else None)
+    def current(self, namespace: str, names: list[str], known: dict[str, str] | None = None
+                ) -> dict[str, Current | None]:
+        raw = self.client.current(namespace, names, known)
+        return {n: (Current(v["version"], v["hash"], None if v.get("same") else v["session"])
+                    if v else None)
                 for n, v in raw.items()}
 
     def commit(self, namespace: str, documents: list[dict[str, Any]]) -> list[Written]:
@@ -98,12 +105,17 @@ class MemoryStore:
     sessions: dict[tuple[str, str], list[SessionDoc]] = field(default_factory=dict)
     commits: int = 0
 
-    def current(self, namespace: str, names: list[str]) -> dict[str, Current | None]:
+    def current(self, namespace: str, names: list[str], known: dict[str, str] | None = None
+                ) -> dict[str, Current | None]:
         out: dict[str, Current | None] = {}
         for n in names:
             versions = self.sessions.get((namespace, n))
-            out[n] = (Current(len(versions), session_hash(versions[-1]), versions[-1].canonical())
-                      if versions else None)
+            if not versions:
+                out[n] = None
+                continue
+            same = known is not None and known.get(n) == content_hash(versions[-1])
+            out[n] = Current(len(versions), session_hash(versions[-1]),
+                             None if same else versions[-1].canonical())
         return out
 
     def commit(self, namespace: str, documents: list[dict[str, Any]]) -> list[Written]:

@@ -343,6 +343,16 @@ def _check_refs(text: str, kinds: Mapping[str, str | None], path: str) -> list[t
     return out
 
 
+def content_hash(doc: SessionDoc) -> str:
+    """SHA-256 over the canonical JSON without `predecessor` (explicit values blanked): equal
+    for two versions that say the same; what a mesh apply compares with CAS's current version
+    instead of fetching its document."""
+    data = doc.canonical()
+    data.pop("predecessor", None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
 def session_hash(doc: SessionDoc) -> str:
     """SHA-256 over the canonical JSON (sorted keys); includes `predecessor`, so versions chain."""
     blob = json.dumps(doc.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
