@@ -18,6 +18,8 @@ but gets the subchart's name and the umbrella's version (the umbrella depends on
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 import re
 from collections.abc import Mapping
@@ -91,7 +93,7 @@ def _fill(service: str, path: str, text: str, context: Mapping[str, Any]) -> str
 
 def _map(service: str, path: str, text: str) -> dict[str, Any]:
     try:
-        data = YAML(typ="safe").load(io.StringIO(text))
+        data = _parsed(text)
     except YAMLError as err:
         raise UserError(f"service `{service}`: helm template {path} is not valid YAML: "
                         f"{getattr(err, 'problem', None) or err}") from None
@@ -99,7 +101,15 @@ def _map(service: str, path: str, text: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"service `{service}`: helm template {path} must be a YAML map")
-    return data
+    return copy.deepcopy(data)  # the callers' to change; the cached parse stays as read
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str) -> Any:
+    """One parse per distinct text: the services of a mesh that share a chart template share
+    its values.yaml, and the check before upload and the chart itself fill the same texts (a
+    thousand services parsed them four thousand times)."""
+    return YAML(typ="safe").load(io.StringIO(text))
 
 
 def custom_subchart(s: Subchart, spec: ChartSpec, templates: Mapping[str, str]
