@@ -47,6 +47,16 @@ def write_tree(root: Path, files: Mapping[str, str]) -> None:
     # the groups' common parents first (charts/), so threads never race to make them
     for parent in sorted({os.path.dirname(g) for g in groups} - {""}):
         os.makedirs(root / parent, exist_ok=True)
+    # a large group (a flat folder: the policies) is shared out in pieces, its folders first
+    split: list[tuple[list[str], list[tuple[str, str]]]] = []
+    for dirs, items in work:
+        if len(items) <= 64:
+            split.append((dirs, items))
+            continue
+        for d in dirs:
+            os.makedirs(root / d, exist_ok=True)
+        split += [([], items[i:i + 64]) for i in range(0, len(items), 64)]
+    work = split
     buckets: list[tuple[list[str], list[tuple[str, str]]]] = [([], []) for _ in range(_THREADS)]
     for i, (dirs, items) in enumerate(work):
         buckets[i % _THREADS][0].extend(dirs)
