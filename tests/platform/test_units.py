@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from veil.platform.build import base_images, label_step, labels_for
+from veil.platform.build import base_images, build, label_step, labels_for
 from veil.platform.job import BuildFailed, Job, LogSink
 from veil.platform.request import ContainerBuildRequest
 from veil.platform.sources import _requirement_lines, declares_arg
@@ -86,3 +86,41 @@ def test_labels_go_in_one_step_unless_the_dockerfile_forbids() -> None:
     assert line == 'LABEL "a"="q\\"\\$HOME\\\\"' and rest == {"b": "two\nlines"}
     assert label_step("# escape=`\nFROM x\n", {"a": "1"}) == (None, {"a": "1"})
     assert label_step("FROM x\nRUN true \\\n", {"a": "1"}) == (None, {"a": "1"})
+
+
+def _flaky(tmp_path: Path, fails: int, message: str) -> list[str]:
+    """A command that fails `fails` times with `message`, then succeeds; counts its runs."""
+    count = tmp_path / "runs"
+    script = (f'n=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}; '
+              f'if [ $n -le {fails} ]; then echo "Error: {message}"; exit 1; fi; echo built')
+    return ["sh", "-c", script]
+
+
+def _runs(tmp_path: Path) -> int:
+    return int((tmp_path / "runs").read_text())
+
+
+@pytest.mark.parametrize("fails, runs", [(1, 2), (2, 3)])
+def test_a_build_hit_by_the_storage_race_runs_again(tmp_path: Path, fails: int, runs: int) -> None:
+    written: list[str] = []
+    job = Job("b", LogSink(lambda _s, t: written.append(t), every=0), {}, 60)
+    msg = "checking if cached image exists: getting top layer info: layer not known"
+    build(job, _flaky(tmp_path, fails, msg), what="building failed", cwd=tmp_path)
+    job.sink.flush()
+    assert _runs(tmp_path) == runs
+    assert "building again" in "".join(written)
+
+
+def test_the_storage_race_is_retried_three_times_at_most(tmp_path: Path) -> None:
+    job = Job("b", LogSink(lambda _s, _t: None), {}, 60)
+    with pytest.raises(BuildFailed, match="layer not known"):
+        build(job, _flaky(tmp_path, 5, "layer not known"), what="building failed", cwd=tmp_path)
+    assert _runs(tmp_path) == 3
+
+
+def test_any_other_build_failure_is_not_retried(tmp_path: Path) -> None:
+    job = Job("b", LogSink(lambda _s, _t: None), {}, 60)
+    with pytest.raises(BuildFailed, match="no such file"):
+        build(job, _flaky(tmp_path, 5, "COPY app.py: no such file"), what="building failed",
+              cwd=tmp_path)
+    assert _runs(tmp_path) == 1

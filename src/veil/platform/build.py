@@ -128,6 +128,25 @@ def _push(job: Job, ref: str, digestfile: Path, registry: str) -> str:
     return digestfile.read_text().strip()
 
 
+# buildah's layer cache check walks every image of the shared storage; an image removed by another
+# process in that moment fails the build with this text. The build itself is sound: run it again.
+_STORAGE_RACE = "layer not known"
+_BUILD_ATTEMPTS = 3
+
+
+def build(job: Job, cmd: list[str], *, what: str, cwd: Path) -> None:
+    """Run a buildah build; again (up to three times in all) when only the storage race hit it."""
+    for attempt in range(1, _BUILD_ATTEMPTS + 1):
+        try:
+            job.run(cmd, what=what, env=container_env(), cwd=cwd)
+            return
+        except BuildFailed as err:
+            if _STORAGE_RACE not in err.reason or attempt == _BUILD_ATTEMPTS:
+                raise
+            job.step("the image storage changed under the build (another process removed an "
+                     "image its cache check was reading): building again")
+
+
 def run_build(job: Job, req: ContainerBuildRequest, secrets: dict[str, str], work: Path,
               settings: BuildSettings) -> Outcome:
     checkout = work / "checkout"
@@ -162,8 +181,8 @@ def run_build(job: Job, req: ContainerBuildRequest, secrets: dict[str, str], wor
         cmd += ["-t", ref]
     try:
         cmd += _write_secrets(secrets, work / "secrets")
-        job.run([*cmd, str(context)], what=f"building {req.dockerfile_path} failed",
-                env=container_env(), cwd=context)
+        build(job, [*cmd, str(context)], what=f"building {req.dockerfile_path} failed",
+              cwd=context)
     finally:
         shutil.rmtree(work / "secrets", ignore_errors=True)
 
