@@ -123,7 +123,10 @@ class LocalCas:
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), 1) as s, ctx.wrap_socket(s):
-                    return
+                    pass
+                if self.proc.poll() is not None:  # another process had taken the port
+                    raise RuntimeError(f"CAS could not listen on {self.addr}")
+                return
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError("CAS did not start") from None
