@@ -121,7 +121,7 @@ def main() -> None:
         def attested() -> list[str]:
             """The launcher's line for the CAS running now (a cold `veil up` starts a new one:
             another port, another key)."""
-            cas_addr = (work / "home/local/cas/addr").read_text().strip()
+            cas_addr = (work / "home/local/cas/addr").read_text().split()[0]
             key = subprocess.run(
                 [*veil, "cas", "key", "--state-dir", str(work / "home/local/cas")], env=env,
                 capture_output=True, text=True, check=True).stdout.strip()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -25,6 +27,7 @@ from veil.errors import UserError
 __all__ = ["PeerCertProtocol", "parse_listen", "serve"]
 
 DEFAULT_PORT = 8081
+_APP = "veil.cas.app:app_from_env"
 
 
 class PeerCertProtocol(_Base):
@@ -53,26 +56,45 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def serve(
-    files: CasFiles, db_url: str | None, listen: str, workers: int = 1, log_level: str = "warning"
+    files: CasFiles, db_url: str | None, listen: str | list[str], workers: int = 1,
+    log_level: str = "warning",
 ) -> None:
-    host, port = parse_listen(listen)
+    """Serve until interrupted; several `listen` addresses are one process's sockets."""
+    addrs = [parse_listen(a) for a in ([listen] if isinstance(listen, str) else listen)]
+    if len(addrs) > 1 and workers > 1:
+        raise UserError("several --listen addresses are served by one worker process",
+                        hint="give one --listen with --workers, or drop --workers")
     url = db_url or files.default_db_url
     make_engine(url).dispose()  # create tables once, and fail here (not in a worker) if we cannot
     os.environ["VEIL_CAS_DIR"] = str(files.root)
     os.environ["VEIL_CAS_DB"] = url
-    uvicorn.run(
-        "veil.cas.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        ssl_keyfile=str(files.key),
-        ssl_certfile=str(files.cert),
-        ssl_cert_reqs=ssl.CERT_OPTIONAL,
-        ssl_ca_certs=str(files.client_ca),
-        http=PeerCertProtocol,
-        log_level=log_level,
-        access_log=log_level in ("info", "debug", "trace"),
-        timeout_keep_alive=30,
-        loop="auto",  # uvloop when installed
-    )
+    host, port = addrs[0]
+    sockets: list[socket.socket] = []
+    if len(addrs) > 1:  # bound here, all or none: a port taken on one address stops the start
+        for h, pt in addrs:
+            sock = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((h, pt))
+            except OSError as err:
+                sock.close()
+                for s in sockets:
+                    s.close()
+                raise UserError(f"--listen {h}:{pt}: {err.strerror}") from None
+            sockets.append(sock)
+    options: dict[str, Any] = {
+        "factory": True,
+        "ssl_keyfile": str(files.key),
+        "ssl_certfile": str(files.cert),
+        "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+        "ssl_ca_certs": str(files.client_ca),
+        "http": PeerCertProtocol,
+        "log_level": log_level,
+        "access_log": log_level in ("info", "debug", "trace"),
+        "timeout_keep_alive": 30,
+        "loop": "auto",  # uvloop when installed
+    }
+    if sockets:
+        uvicorn.Server(uvicorn.Config(_APP, **options)).run(sockets=sockets)
+    else:
+        uvicorn.run(_APP, host=host, port=port, workers=workers, **options)

@@ -110,7 +110,9 @@ def key(state_dir: Path | None = StateDir) -> None:
 def serve(
     state_dir: Path | None = StateDir,
     db: str | None = Db,
-    listen: str = typer.Option("127.0.0.1:8081", "--listen", help="HOST:PORT to serve on."),
+    listen: list[str] = typer.Option(
+        ["127.0.0.1:8081"], "--listen",
+        help="HOST:PORT to serve on; repeat it to serve on several addresses (one worker)."),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="uvicorn worker processes."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
     pin_file: Path | None = PinFile,
@@ -131,7 +133,8 @@ def serve(
         # open the token here: a wrong PIN or a missing token is one clear error, not a
         # traceback in every worker
         load_keyring(files, pin_file)
-    state.info(f"CAS serving on https://{listen} (key {files.public_key_b64()[:24]}...)")
+    where = ", ".join(f"https://{a}" for a in listen)
+    state.info(f"CAS serving on {where} (key {files.public_key_b64()[:24]}...)")
     run(files, db, listen, workers=workers, log_level=log_level)
 
 

@@ -1,10 +1,10 @@
 """A CAS of this machine's own for `veil up`, when the mesh names none that answers.
 
 Its keys and database live under `$VEIL_HOME/local/cas/` and outlive `veil down` (the secrets
-CAS generated stay the same across runs) unless `veil down --volumes`. It listens on the mesh
-network's gateway address: the one address both this host (to upload sessions) and the
-containers (to attest) reach, and no other network does. Started detached; its PID is kept
-beside its state and `veil down` stops it by that PID.
+CAS generated stay the same across runs) unless `veil down --volumes`. It listens on each mesh
+network's gateway address: the one address both this host (to upload sessions) and that mesh's
+containers (to attest) reach, and no other network does (not on 0.0.0.0). Started detached; its
+PID is kept beside its state and `veil down` stops it by that PID.
 """
 
 from __future__ import annotations
@@ -60,22 +60,52 @@ def _answers(addr: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def _bindable(host: str, port: int) -> bool:
+    try:
+        with socket.socket() as s:
+            s.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def _port_for(hosts: list[str], wanted: int) -> int:
+    """`wanted` when it is free on every host, else a port free on all of them."""
+    if wanted and all(_bindable(h, wanted) for h in hosts):
+        return wanted
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((hosts[0], 0))
+            port = int(s.getsockname()[1])
+        if all(_bindable(h, port) for h in hosts[1:]):
+            return port
+    raise OperationalError("no port is free on every address of the local CAS: "
+                           + ", ".join(hosts))
+
+
+def _recorded(addr_file: Path) -> list[str]:
+    if not addr_file.exists():
+        return []
+    return [a.strip() for a in addr_file.read_text().splitlines() if a.strip()]
 
 
 def ensure_local_cas(host: str) -> LocalCas:
-    """The local CAS listening on `host` (started if it is not running there)."""
+    """The local CAS, listening on `host` (among the addresses it already serves).
+
+    One CAS serves every mesh `veil up` runs from this Veil home: each mesh network's gateway is
+    one of its addresses. A mesh on a new network restarts it on the old addresses plus the new
+    one, on the same port, so the containers of the meshes already running keep their CAS address
+    (a launcher that finds it restarting retries the connection)."""
     root = cas_dir()
     pid_file, addr_file, key_file = root / "pid", root / "addr", root / "public-key"
-    if pid_file.exists() and addr_file.exists() and key_file.exists():
+    addrs = _recorded(addr_file)
+    pid = int(pid_file.read_text()) if pid_file.exists() else 0
+    running = bool(pid) and _alive(pid)
+    mine = next((a for a in addrs if a.rpartition(":")[0] == host), None)
+    if running and mine is not None and key_file.exists() and _answers(mine):
         # running already: its public key as recorded at its start (no CAS code loaded, a
         # warm `veil up` stays short)
-        pid, addr = int(pid_file.read_text()), addr_file.read_text().strip()
-        if _alive(pid) and addr.rpartition(":")[0] == host and _answers(addr):
-            return LocalCas(addr, key_file.read_text().strip(), started=False, pid=pid)
+        return LocalCas(mine, key_file.read_text().strip(), started=False, pid=pid)
     from veil.cas.state import CasFiles, init_state  # cryptography, SQLAlchemy: when used
 
     files = CasFiles(root)
@@ -83,26 +113,25 @@ def ensure_local_cas(host: str) -> LocalCas:
         files = init_state(root, [host, "127.0.0.1", "localhost"])
     key = files.public_key_b64()
     atomic_write_text(key_file, key + "\n")
-    if pid_file.exists() and addr_file.exists():
-        pid, addr = int(pid_file.read_text()), addr_file.read_text().strip()
-        if _alive(pid) and addr.rpartition(":")[0] == host and _answers(addr):
-            return LocalCas(addr, key, started=False, pid=pid)
+    if running:
         stop_local_cas()
-    old = addr_file.read_text().strip() if addr_file.exists() else ""
-    port = int(old.rpartition(":")[2]) if old else 0
-    try:
-        with socket.socket() as s:
-            s.bind((host, port))
-    except OSError:
-        port = 0
-    addr = f"{host}:{port or _free_port(host)}"
+    # the addresses of networks that are gone can no longer be bound: they are left out
+    hosts = [h for h in dict.fromkeys(a.rpartition(":")[0] for a in addrs)
+             if h != host and _bindable(h, 0)] + [host]
+    port = _port_for(hosts, int(addrs[0].rpartition(":")[2]) if addrs else 0)
+    listen = [f"{h}:{port}" for h in hosts]
     log = (root / "cas.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "veil", "cas", "serve", "--state-dir", str(root),
-         "--listen", addr], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True)  # a Ctrl-C in the terminal is for `veil up`, not for CAS
+    argv = [sys.executable, "-m", "veil", "cas", "serve", "--state-dir", str(root)]
+    for a in listen:
+        argv += ["--listen", a]
+    # its own state only: a VEIL_CAS_DB/VEIL_CAS_DIR in the user's environment names another CAS
+    env = {k: v for k, v in os.environ.items() if k not in ("VEIL_CAS_DB", "VEIL_CAS_DIR")}
+    proc = subprocess.Popen(  # a Ctrl-C in the terminal is for `veil up`, not for CAS
+        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        start_new_session=True)
     pid_file.write_text(f"{proc.pid}\n")
-    addr_file.write_text(addr + "\n")
+    atomic_write_text(addr_file, "".join(a + "\n" for a in listen))
+    addr = f"{host}:{port}"
     deadline = time.monotonic() + 30
     while not _answers(addr, timeout=0.5):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -111,7 +140,8 @@ def ensure_local_cas(host: str) -> LocalCas:
             raise OperationalError("the local CAS did not start:\n  " + "\n  ".join(text),
                                    hint=f"its state and log are in {root}")
         time.sleep(0.05)
-    return LocalCas(addr, key, started=True, pid=proc.pid)
+    # restarted for another mesh: a Ctrl-C of this `veil up` must not stop the others' CAS
+    return LocalCas(addr, key, started=not running, pid=proc.pid)
 
 
 def stop_local_cas(*, forget: bool = False) -> bool:
