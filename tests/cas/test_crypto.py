@@ -7,6 +7,7 @@ import base64
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -79,3 +80,30 @@ def test_substitute_forms() -> None:
 @given(st.text(alphabet=st.characters(blacklist_characters="$"), max_size=50))
 def test_text_without_references_is_unchanged(text: str) -> None:
     assert substitute(text, {}) == text
+
+
+def test_every_format_of_a_certificate() -> None:
+    """Each format gives what docs/cas.md says, not another part of the secret: the public
+    key is the certificate's key's, the DER forms are the certificate's."""
+    ca = generate(SecretDef(name="ca", kind="x509-ca", common_name="CA"), {})
+    crt = generate(SecretDef(name="c", kind="x509", issuer="ca", dns=["a.example"]), {"ca": ca})
+    cert = x509.load_pem_x509_certificate(crt.cert_pem)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    for fmt in (None, "crt", "cert", "pem"):
+        assert render(crt, fmt) == crt.cert_pem.decode()
+    assert render(crt, "privatekey") == crt.key_pem.decode()
+    assert render(crt, "publickey") == spki
+    assert render(crt, "der") == render(crt, "base64") == base64.b64encode(der).decode()
+    assert render(crt, "hex") == der.hex()
+    assert render(ca, "chain") == ca.cert_pem.decode()  # self-signed: itself
+    with pytest.raises(UnknownReference, match="format 'raw' does not apply to a x509 secret"):
+        render(crt, "raw")
+
+
+def test_text_around_references_is_kept() -> None:
+    mats = {"pw": Material("ascii", raw=b"abc")}
+    assert substitute("pw=$$SCONE::pw$$;", mats) == "pw=abc;"
+    assert substitute("x$$SCONE::pw$$y$$SCONE::pw$$z", mats) == "xabcyabcz"
