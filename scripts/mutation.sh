@@ -19,7 +19,7 @@ command -v cosmic-ray >/dev/null || { echo "cosmic-ray is not installed (pip ins
 MODULES=(
   "simulation|src/veil/cas/verifiers/simulation.py|tests/cas/test_guards.py"
   "judge|src/veil/cas/verifiers/__init__.py|tests/cas/test_guards.py"
-  "attest|src/veil/cas/attest.py|tests/cas/test_guards.py tests/cas/test_groupcommit.py"
+  "attest|src/veil/cas/attest.py|tests/cas/test_guards.py tests/cas/test_provisioning.py tests/cas/test_groupcommit.py"
   "integrity|src/veil/cas/integrity.py|tests/cas/test_guards.py tests/cas/test_integrity_rows.py"
   "substitute|src/veil/cas/substitute.py|tests/cas/test_crypto.py tests/cas/test_policy.py"
   "signing|src/veil/image/signing.py|tests/image/test_signing.py"
