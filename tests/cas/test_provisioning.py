@@ -7,6 +7,7 @@ test_nonces_exports.py, test_integrity.py and test_limits.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -20,7 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.cas.helpers import M1, M2, session
-from veil.cas import attest, sessions
+from veil.cas import attest, limits, sessions
 from veil.cas.core import Cas, Refusal
 from veil.cas.state import init_state, load_keyring
 from veil.cas.store import make_engine, make_reader, write_gate
@@ -98,7 +99,9 @@ def test_the_configuration_has_every_reference_substituted(cas: Cas) -> None:
     assert config["files"] == [{"path": "/etc/app.conf", "mode": "0640",
                                 "content": base64.b64encode(f"pw={pw}".encode()).decode()}]
     assert _attest(cas) == config  # the same secret every time (cached per version)
-    assert cas.configs.size >= 512 + 2 * len(pw) + len("/etc/app.conf")  # counted in bytes
+    held = sum(len(k) + len(v) for k, v in config["env"].items()) + sum(map(len, config["argv"]))
+    held += sum(len(f["path"]) + len(f["content"]) for f in config["files"])
+    assert cas.configs.size >= 512 + held  # the cache counts what it holds in bytes
     entry = _audit(cas)[-1]
     assert entry["event"] == "provision" and entry["outcome"] == "ok"
     assert entry["measurement"] == M1 and "launch" not in entry  # simulation: no hardware claims
@@ -210,3 +213,53 @@ def test_a_corrupt_sealed_secret_fails_only_its_own_request(cas: Cas, tmp_path: 
     assert _attest(cas, "ns/other/app")["env"]["API_USER"] == "myself"  # others unaffected
     entry = [e for e in _audit(cas) if e["event"] == "denied"][-1]
     assert entry["config_id"] == CID
+
+
+def test_what_a_worker_may_rule_out_from_memory(cas: Cas) -> None:
+    """`maybe_named` (the flood gate's hint, no database read) is False only for config ids
+    that named nothing in the last verified state."""
+    fresh = Cas(cas.engine, cas.keys, cas.reader, cas.gate)
+    assert fresh.last_snapshot is None and attest.maybe_named(fresh, "any/thing/at-all")
+    cas.snapshot()
+    assert attest.maybe_named(cas, CID)
+    assert not attest.maybe_named(cas, "ns/nosuch/app")
+    assert not attest.maybe_named(cas, "hello/ns/app")
+    assert not attest.maybe_named(cas, "ns/hello") and not attest.maybe_named(cas, "a/b/c/d")
+    assert attest.maybe_named(cas, "ns/hello/other")  # the document is not parsed yet: maybe
+    _attest(cas)
+    cas.known.clear()
+    assert attest.maybe_named(cas, CID)  # by the snapshot and the parsed document
+    assert not attest.maybe_named(cas, "ns/hello/other")  # now known not to name a service
+
+
+def test_a_bad_nonce_is_refused_and_audited(cas: Cas) -> None:
+    for run in (lambda e: attest.provision(cas, e),
+                lambda e: asyncio.run(attest.provision_async(cas, e))):
+        before = len(_audit(cas))
+        with pytest.raises(Refusal, match="not base64") as refused:
+            run(_evidence(CID, "!!!!"))
+        assert refused.value.status == 400
+        entry = _audit(cas)[before:]
+        assert [(e["event"], e["op"]) for e in entry] == [("denied", "provision")]
+
+
+def test_provisioning_on_the_event_loop_gives_the_same_answers(cas: Cas) -> None:
+    nonce = attest.issue_nonce(cas, CID)["nonce"]
+    config = asyncio.run(attest.provision_async(cas, _evidence(CID, nonce)))
+    assert config == _attest(cas)
+    with pytest.raises(Refusal, match="already used"):
+        asyncio.run(attest.provision_async(cas, _evidence(CID, nonce)))
+
+
+def test_a_configuration_that_cannot_be_built_is_a_409(cas: Cas,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = session(name="fmt")
+    doc["services"][0]["environment"]["BAD"] = "$$SCONE::password:chain$$"  # not for ascii
+    sessions.create(cas, "ns", session_from_data(doc, file="test"), "alice")
+    with pytest.raises(Refusal, match="cannot be provisioned: .*chain") as refused:
+        _attest(cas, "ns/fmt/app")
+    assert refused.value.status == 409
+    monkeypatch.setattr(limits, "ANSWER_MAX", 100)
+    with pytest.raises(Refusal, match="over the limit of 100 bytes") as big:
+        _attest(cas)
+    assert big.value.status == 409
