@@ -256,7 +256,7 @@ def test_a_configuration_that_cannot_be_built_is_a_409(cas: Cas,
     doc = session(name="fmt")
     doc["services"][0]["environment"]["BAD"] = "$$SCONE::password:chain$$"  # not for ascii
     sessions.create(cas, "ns", session_from_data(doc, file="test"), "alice")
-    with pytest.raises(Refusal, match="cannot be provisioned: .*chain") as refused:
+    with pytest.raises(Refusal, match=r"cannot be provisioned: .*chain") as refused:
         _attest(cas, "ns/fmt/app")
     assert refused.value.status == 409
     monkeypatch.setattr(limits, "ANSWER_MAX", 100)
