@@ -227,6 +227,7 @@ def test_what_a_worker_may_rule_out_from_memory(cas: Cas) -> None:
     assert not attest.maybe_named(cas, "ns/hello") and not attest.maybe_named(cas, "a/b/c/d")
     assert attest.maybe_named(cas, "ns/hello/other")  # the document is not parsed yet: maybe
     _attest(cas)
+    assert attest.maybe_named(cas, CID)  # known: no further look
     cas.known.clear()
     assert attest.maybe_named(cas, CID)  # by the snapshot and the parsed document
     assert not attest.maybe_named(cas, "ns/hello/other")  # now known not to name a service
@@ -263,3 +264,30 @@ def test_a_configuration_that_cannot_be_built_is_a_409(cas: Cas,
     with pytest.raises(Refusal, match="over the limit of 100 bytes") as big:
         _attest(cas)
     assert big.value.status == 409
+
+
+def _used(cas: Cas) -> set[str]:
+    with cas.engine.connect() as conn:
+        return set(conn.execute(text("SELECT nonce FROM used_nonces")).scalars())
+
+
+def test_the_sweep_forgets_only_used_nonces_past_their_expiry(
+    cas: Cas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Used nonces are deleted now and then (every _SWEEP_EVERY-th provisioning), once they
+    have expired — one still valid must stay, or it could be replayed."""
+    monkeypatch.setattr(attest, "_SWEEP_EVERY", 2)
+    monkeypatch.setattr(attest, "_counter", 0)
+    with cas.write() as conn:
+        conn.execute(text("INSERT INTO used_nonces (nonce, expires) VALUES ('old', :e)"),
+                     {"e": int(time.time()) - 60})
+    body = struct.pack(">I", int(time.time()) + 3) + b"\x07" * 12  # valid for 3 more seconds
+    soon = base64.b64encode(body + attest._nonce_mac(cas, CID, body)).decode()
+    attest.provision(cas, _evidence(CID, soon))
+    cas.committer.run(lambda conn: None)
+    assert "old" in _used(cas)  # one provisioning: no sweep yet
+    _attest(cas)
+    cas.committer.run(lambda conn: None)  # the sweep went into an earlier batch
+    assert "old" not in _used(cas) and soon in _used(cas)
+    with pytest.raises(Refusal, match="already used"):
+        attest.provision(cas, _evidence(CID, soon))
