@@ -279,3 +279,9 @@ def test_the_claims_name_the_tcb_components(monkeypatch: pytest.MonkeyPatch) -> 
                                   "qe": qe_svn}
             assert claims.launch == quote.body[64:96].hex()
         assert claims.hardware and claims.debug == quote.debug
+
+
+def test_a_pck_chain_that_is_not_pem_is_refused() -> None:
+    raw = _raw(QUOTES[0]).replace(b"-----BEGIN CERTIFICATE-----", b"-----BEGIN CERTIFICATX-----")
+    with pytest.raises(Refused, match="PCK certificate chain is not PEM"):
+        q.parse_quote(raw)
