@@ -215,3 +215,23 @@ def test_full_path_binds_nonce_and_is_judged_by_the_session(
         judge(dbg, ok.security.attestation, svc)
     lax = _session({"sev-snp": {"measurement": [launch]}}, mode="debug")
     assert judge(dbg, lax.security.attestation, lax.services[0]) == VEIL_M
+
+
+def test_report_fields_from_amds_layout() -> None:
+    """Policy bit 19 is DEBUG, the TCB bytes by product line (Turin added the FMC byte), the
+    host data 32 bytes at 0xC0 (AMD SEV-SNP ABI, ATTESTATION_REPORT), on a report whose bytes
+    all differ, where one read a byte off would show."""
+    raw = bytearray(_report())
+    tcb = bytes([11, 12, 13, 14, 15, 16, 17, 18])
+    raw[0x180:0x188] = tcb
+    raw[0xC0:0xE1] = bytes(range(1, 34))
+    for policy, debug in [(0x30000 | (1 << 19), True), (0x30000 | (1 << 20), False),
+                          (0x30000 | (1 << 18), False), (0x3001F, False)]:
+        raw[0x08:0x10] = policy.to_bytes(8, "little")
+        r = snp.parse_report(bytes(raw))
+        assert r.policy == policy and r.debug is debug, hex(policy)
+    assert r.tcb("Turin") == {"fmc": 11, "bootloader": 12, "tee": 13, "snp": 14,
+                              "microcode": 18}
+    assert r.tcb("Genoa") == r.tcb("Milan") == {"bootloader": 11, "tee": 12, "snp": 17,
+                                                "microcode": 18}
+    assert r.host_data == bytes(range(1, 33))
