@@ -201,3 +201,14 @@ def test_the_counter_rises_and_persists(tmp_path: Path) -> None:
     assert store.load() == 12  # by the background thread
     assert any(t.name == "veil-cas-counter" and t.daemon for t in threading.enumerate())
     assert Counter().high == 0 and Counter().store is None
+
+
+def test_the_full_check_lists_what_the_snapshot_refuses(db: Path) -> None:
+    """`veil cas audit verify` lists every problem instead of stopping at the first."""
+    _edit(db, "UPDATE namespaces SET owner = 'mallory'")
+    _edit(db, "UPDATE secrets SET fingerprint = 'x' WHERE session = 'src'")
+    cas = _fresh(db)
+    with cas.engine.connect() as conn:
+        problems = check_rows(conn, cas.integrity)
+    assert len(problems) == 2 and "row namespaces/ns was changed" in problems[0]
+    assert Tampered("x").status == 500  # the answer CAS gives a request that meets it

@@ -235,3 +235,6 @@ def test_report_fields_from_amds_layout() -> None:
     assert r.tcb("Genoa") == r.tcb("Milan") == {"bootloader": 11, "tee": 12, "snp": 17,
                                                 "microcode": 18}
     assert r.host_data == bytes(range(1, 33))
+    raw[0:4] = (1).to_bytes(4, "little")
+    with pytest.raises(Refused, match="version 1 is not supported"):
+        snp.parse_report(bytes(raw))
