@@ -285,3 +285,11 @@ def test_a_pck_chain_that_is_not_pem_is_refused() -> None:
     raw = _raw(QUOTES[0]).replace(b"-----BEGIN CERTIFICATE-----", b"-----BEGIN CERTIFICATX-----")
     with pytest.raises(Refused, match="PCK certificate chain is not PEM"):
         q.parse_quote(raw)
+
+
+@pytest.mark.parametrize("platform", ["tdx", "sgx-dcap"])
+def test_evidence_that_is_not_base64_is_refused(platform: str) -> None:
+    for report in ("!!!!", "é"):
+        with pytest.raises(Refused, match="evidence is base64 of the quote"):
+            verifier_for(platform).verify(Evidence("ns/s/app", "1" * 64, "bm9uY2U=", platform,
+                                                   report))
