@@ -156,3 +156,32 @@ def test_a_mount_at_a_declared_host_path_is_accepted_and_nowhere_else(
     write_proc(root, mountinfo=CLEAN_MOUNTINFO + wider)
     with pytest.raises(LaunchError, match="/etc/ssl is a separate mount"):
         provision(env_for(cas), str(root))
+
+
+def test_mountinfo_is_read_field_by_field() -> None:
+    """proc(5): ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER, with
+    space, tab, newline and backslash written as octal escapes. A line that is not one is
+    skipped, and the lines after it still count."""
+    text = (
+        "short line\n"
+        "39 35 98:0 / /no-separator rw shared:1 ext4 /dev/x rw extra\n"  # 10 fields, no "-"
+        "40 35 98:0 / /nine rw - ext4 /dev/y\n"  # 9 fields: no super options
+        "36 35 98:0 /mnt1 /mnt/my\\040data\\134x rw,noatime master:1 - ext3 /dev/my\\011disk rw\n"
+        "37 35 98:0 / /data1234 rw - ext4 /dev/a\\x12 rw\n"  # digits, and a backslash, unescaped
+        "38 35 98:0 / /o rw shared:1 master:2 - xfs /dev/sdb rw\n"
+    )
+    assert parse_mountinfo(text) == [
+        Mount("/mnt/my data\\x", "ext3", "/dev/my\tdisk"),
+        Mount("/data1234", "ext4", "/dev/a\\x12"),
+        Mount("/o", "xfs", "/dev/sdb"),
+    ]
+
+
+def test_a_proc_file_that_cannot_be_read_is_a_refusal(image: tuple[Path, str],
+                                                      cas: FakeCas) -> None:
+    root = image[0]
+    (root / "proc/self/mountinfo").unlink()
+    (root / "proc/self/mountinfo").mkdir()
+    with pytest.raises(LaunchError, match="cannot read /proc/self/mountinfo: Is a directory"):
+        provision(env_for(cas), str(root))
+    assert cas.requests == 0
