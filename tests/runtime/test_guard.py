@@ -185,3 +185,15 @@ def test_a_proc_file_that_cannot_be_read_is_a_refusal(image: tuple[Path, str],
     with pytest.raises(LaunchError, match="cannot read /proc/self/mountinfo: Is a directory"):
         provision(env_for(cas), str(root))
     assert cas.requests == 0
+
+
+@pytest.mark.parametrize("name", ["GCONV_PATH", "LD_PRELOAD", "PYTHONSTARTUP"])
+def test_a_hidden_variable_is_named_without_its_value(
+    image: tuple[Path, str], cas: FakeCas, name: str
+) -> None:
+    root = image[0]
+    write_proc(root, environ={"PATH": "/usr/bin", name: "/tmp/x=secret-ish"})
+    with pytest.raises(LaunchError, match=f"the container sets {name}, which") as err:
+        provision(env_for(cas), str(root))
+    assert "secret-ish" not in str(err.value)
+    assert cas.requests == 0
