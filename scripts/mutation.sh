@@ -41,7 +41,7 @@ EXCLUDE='[
 here=$PWD
 work=$(mktemp -d "${TMPDIR:-/tmp}/veil-mutation-XXXXXX")
 trap 'rm -rf "$work"' EXIT
-cp -r src tests pyproject.toml "$work/"
+cp -r src tests scripts pyproject.toml "$work/"  # scripts: the test registry's config
 out="${MUTATION_REPORT:-$here/target/mutation}"
 mkdir -p "$out"
 cd "$work"
