@@ -26,7 +26,7 @@ MODULES=(
   "quote|src/veil/cas/verifiers/quote.py|tests/cas/test_verifiers_quote.py"
   "snp|src/veil/cas/verifiers/snp.py|tests/cas/test_verifiers_snp.py"
   "guard|src/veil/runtime/guard.py|tests/runtime/test_guard.py"
-  "measure|src/veil/runtime/measure.py|tests/runtime/test_measure.py"
+  "measure|src/veil/runtime/measure.py|tests/runtime/test_measure.py tests/runtime/test_measure_contract.py"
 )
 
 # Mutants that only multiply the work: of the eleven replacements of a binary operator two are

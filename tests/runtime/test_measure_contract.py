@@ -1,0 +1,71 @@
+"""The measurement's contract through its public functions only (so that it holds whatever
+the implementation does for speed): the plan's version and text, which paths an exclusion
+covers, and that excluded paths never count while their namesakes do. scripts/mutation.sh
+runs these with tests/runtime/test_measure.py against every mutant of measure.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from veil.runtime.measure import VERSION, MeasurementPlan, is_excluded, measure
+
+
+def _plan(**kw: object) -> MeasurementPlan:
+    args: dict[str, object] = {"roots": ["/"], "command": "python3 main.py", "pwd": "/app",
+                               "local_env": {"A": "1"}, "exclude": ["/tmp"], "host_paths": []}
+    args.update(kw)
+    return MeasurementPlan(**args)  # type: ignore[arg-type]
+
+
+def test_the_plan_is_version_2_and_reads_back() -> None:
+    plan = _plan(exclude=["/tmp/", "/etc/app.conf"], host_paths=["/data"])
+    text = plan.to_json()
+    doc = json.loads(text)
+    assert VERSION == 2 and doc["version"] == 2  # images built with version 1 must be rebuilt
+    assert doc["exclude"] == ["/etc/app.conf", "/tmp"] and doc["host_paths"] == ["/data"]
+    assert text.endswith("\n") and list(doc) == sorted(doc)  # stable text in the image
+    back = MeasurementPlan.from_json(text)
+    assert back.canonical() == plan.canonical()
+    with pytest.raises(ValueError, match="unsupported measurement plan version 1"):
+        MeasurementPlan.from_json(json.dumps({**doc, "version": 1}))
+
+
+def test_the_canonical_plan_is_sorted_compact_utf8() -> None:
+    plan = _plan(command="python3 mäin.py", local_env={"B": "2", "A": "1"})
+    text = plan.canonical().decode("utf-8")
+    assert "mäin.py" in text and " " not in text.replace("python3 mäin.py", "")
+    doc = json.loads(text)
+    assert list(doc) == sorted(doc) and list(doc["local_env"]) == ["A", "B"]
+
+
+@pytest.mark.parametrize(("path", "exclude", "covered"), [
+    ("/tmp", ["/tmp"], True),
+    ("/tmp/x/y", ["/tmp"], True),
+    ("/tmp/x", ["/tmp/"], True),
+    ("/a/../tmp/x", ["/tmp"], True),
+    ("/tmpx", ["/tmp"], False),
+    ("/", ["/tmp"], False),
+    ("/etc/app.conf", ["/etc/app.conf", "/run"], True),
+    ("/etc/app.conf.bak", ["/etc/app.conf"], False),
+])
+def test_what_an_exclusion_covers(path: str, exclude: list[str], covered: bool) -> None:
+    assert is_excluded(path, exclude) is covered
+    assert is_excluded(path, tuple(exclude)) is covered
+
+
+def test_an_excluded_path_never_counts_its_namesake_does(tmp_path: Path) -> None:
+    root = tmp_path / "img"
+    (root / "tmp").mkdir(parents=True)
+    (root / "app").mkdir()
+    (root / "app" / "main.py").write_text("print(1)\n")
+    plan = _plan(roots=["/app", "/tmp"], exclude=["/tmp", "/app/cache"])
+    first = measure(str(root), plan)
+    (root / "tmp" / "scratch").write_text("changes every run\n")
+    (root / "app" / "cache").mkdir()
+    (root / "app" / "cache" / "x").write_text("y\n")
+    assert measure(str(root), plan) == first
+    (root / "app" / "cache.py").write_text("import os\n")  # beside the excluded name
+    assert measure(str(root), plan) != first
