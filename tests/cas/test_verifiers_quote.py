@@ -293,3 +293,10 @@ def test_evidence_that_is_not_base64_is_refused(platform: str) -> None:
         with pytest.raises(Refused, match="evidence is base64 of the quote"):
             verifier_for(platform).verify(Evidence("ns/s/app", "1" * 64, "bm9uY2U=", platform,
                                                    report))
+
+
+def test_an_attestation_key_off_the_curve_is_refused() -> None:
+    quote = q.parse_quote(_raw(QUOTES[0]))
+    off = dataclasses.replace(quote, attestation_key=(1).to_bytes(32, "big") * 2)
+    with pytest.raises(Refused, match="attestation key is not a P-256 point"):
+        q.verify_quote(off)
