@@ -662,8 +662,11 @@ def test_version_variable_is_not_read(work: Path, capsys: pytest.CaptureFixture[
     assert entry is not None and entry.description.version is None
 
 
-def test_release_version_and_set_version_are_recorded_in_the_chart(
+def test_release_version_and_set_version_are_recorded_in_the_chart_and_sessions(
         recorded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    policies = recorded / "target" / "policies"
     code, out, err = run(capsys, "apply", "-f", "mesh.yaml", "-d", "--release", "v1",
                          "--release-version", "7", "--set-version", "latest", "--mode=debug",
                          prog="sconectl")
@@ -671,6 +674,10 @@ def test_release_version_and_set_version_are_recorded_in_the_chart(
     chart = (recorded / "target" / "helm" / "Chart.yaml").read_text()
     assert "\nversion: \"0.1.7\"\nappVersion: latest\n" in chart
     assert "(release v1, release version 7)" in out
+    written = sorted(policies.glob("*.json"))
+    assert written and all(json.loads(f.read_text())["release"] == {"name": "v1", "version": 7}
+                           for f in written)
     code, _, err = run(capsys, "apply", "-f", "mesh.yaml", "-d", "--mode=debug")
     chart = (recorded / "target" / "helm" / "Chart.yaml").read_text()
     assert code == 0 and "\nversion: \"0.1.0\"\n" in chart and "appVersion" not in chart
+    assert all("release" not in json.loads(f.read_text()) for f in policies.glob("*.json"))

@@ -4,6 +4,7 @@ updates with predecessors and keeps secrets, all or nothing, and the CAS's ident
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,62 @@ def test_apply_reapply_and_change(mesh_cas: CasServer, trusted: None, tmp_path: 
     api2 = attest(mesh_cas, changed.config_id("api"), "registry.example/shop/api:1")
     assert api2["DB_HOST"] == "db.internal"
     assert api2["DB_PASSWORD"] == api["DB_PASSWORD"]  # the generated secret was kept
+
+
+def _releases(cas: CasServer, ns: str, names: list[str]) -> dict[str, tuple[int, Any]]:
+    """session -> (CAS version, its `release`)."""
+    from veil.paths import config_dir
+
+    with cas.client(config_dir() / "identity") as c:
+        out = {}
+        for n in names:
+            r = c.read_session(ns, n)
+            out[n] = (r["version"], r["session"].get("release"))
+        return out
+
+
+def test_the_release_version_is_recorded_in_the_sessions(mesh_cas: CasServer, trusted: None,
+                                                         tmp_path: Path) -> None:
+    """--release-version N in every derived session: the same N again writes nothing, a new N
+    a new version of each (predecessor named, generated secrets kept); a user-written
+    `extra_policies` session is left as written."""
+    mesh = mesh_case(tmp_path, mesh_cas, "shoprel")
+    derived = ["api", "worker", "db", GLOBAL_SESSION]
+    first = apply(mesh, mesh_cas, release_version=3)
+    assert first.counts() == {"created": 5}
+    assert _releases(mesh_cas, "shoprel", derived) == {n: (1, {"version": 3}) for n in derived}
+    assert _releases(mesh_cas, "shoprel", ["audit-reader"]) == {"audit-reader": (1, None)}
+    api = attest(mesh_cas, first.config_id("api"), "registry.example/shop/api:1")
+    worker = attest(mesh_cas, first.config_id("worker"), "registry.example/shop/worker:1")
+
+    again = apply(mesh, mesh_cas, release_version=3)
+    assert again.counts() == {"unchanged": 5}
+    assert all(o.written is None for o in again.sessions)
+
+    heads = {n: _history(mesh_cas, "shoprel", n)[-1] for n in derived}
+    fourth = apply(mesh, mesh_cas, release_version=4)
+    by = {o.name: o for o in fourth.sessions}
+    assert {n for n, o in by.items() if o.change == "updated"} == set(derived)
+    assert by["audit-reader"].change == "unchanged"
+    for n in derived:
+        assert by[n].plan.predecessor == heads[n]
+        assert any('"version": 4' in ln for ln in by[n].plan.diff)
+    assert _releases(mesh_cas, "shoprel", derived) == {n: (2, {"version": 4}) for n in derived}
+    api2 = attest(mesh_cas, fourth.config_id("api"), "registry.example/shop/api:1")
+    worker2 = attest(mesh_cas, fourth.config_id("worker"), "registry.example/shop/worker:1")
+    assert api2["DB_PASSWORD"] == api["DB_PASSWORD"]  # the global secret was kept
+    assert worker2["SIGNING_KEY"] == worker["SIGNING_KEY"]  # and a local one
+
+    named = apply(mesh, mesh_cas, release="shop-r", release_version=4)
+    assert named.counts() == {"updated": 4, "unchanged": 1}
+    assert _releases(mesh_cas, "shoprel", ["api"]) == {
+        "api": (3, {"name": "shop-r", "version": 4})}
+
+    dry = apply(mesh, mesh_cas, release="shop-r", release_version=5, dry_run=True)
+    assert not dry.uploaded and dry.counts() == {"updated": 4, "unchanged": 1}
+    written = json.loads((mesh.parent / "target" / "policies" / "api.json").read_text())
+    assert written["release"] == {"name": "shop-r", "version": 5}
+    assert _releases(mesh_cas, "shoprel", ["api"])["api"][0] == 3  # nothing uploaded
 
 
 def test_simulation_is_refused_by_a_production_mesh(mesh_cas: CasServer, trusted: None,

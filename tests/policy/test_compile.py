@@ -17,15 +17,17 @@ from veil.mesh.extras import extra_policies, image_secrets
 from veil.policy.compile import GLOBAL_SESSION, CompiledSession, compile_mesh
 from veil.resolve.env import resolve_mesh
 from veil.session.load import session_from_data
+from veil.session.model import Release, SessionDoc, content_hash, session_hash
 
 
-def compiled(name: str, mode: str = "production") -> list[CompiledSession]:
+def compiled(name: str, mode: str = "production",
+             release: Release | None = None) -> list[CompiledSession]:
     doc, lookup = case(name)
     found = descriptions_for(doc, lookup)
     resolved = resolve_mesh(doc, {i: f.description for i, f in found.items()})
     return compile_mesh(doc.model, resolved, mode,  # type: ignore[arg-type]
                         file=doc.file, image_secrets=image_secrets(doc),
-                        extra_policies=extra_policies(doc))
+                        extra_policies=extra_policies(doc), release=release)
 
 
 @pytest.mark.parametrize("name", ["seed", "three-services"])
@@ -104,6 +106,42 @@ def test_image_secrets_and_extra_policies() -> None:
         ("reader", "shop-audit")]  # {{namespace}} filled in as text
     assert s["audit-reader"].kind == "extra" and s["audit-reader"].config_id is None
     assert s["api"].config_id == "shop/api/api"
+
+
+def test_the_release_is_recorded_in_every_derived_session_only(tmp_path: Path) -> None:
+    plain = by_name(compiled("three-services"))
+    rel = by_name(compiled("three-services", release=Release(name="shop-v1", version=3)))
+    for name in ("api", "worker", "db", GLOBAL_SESSION):
+        assert plain[name].document.release is None
+        assert "release" not in plain[name].document.canonical()  # older hashes unchanged
+        doc = rel[name].document
+        assert doc.canonical()["release"] == {"name": "shop-v1", "version": 3}
+        assert content_hash(doc) != content_hash(plain[name].document)
+        # the release changes nothing else: secrets, services, security are the same
+        assert doc.model_copy(update={"release": None}) == plain[name].document
+        data = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
+        assert session_from_data(data).release == doc.release  # CAS accepts it
+    # a session the user wrote (extra_policies) is sent as written
+    assert rel["audit-reader"].document.release is None
+    # only what was given: a version alone, a name alone
+    only = by_name(compiled("three-services", release=Release(version=4)))
+    assert only["api"].document.canonical()["release"] == {"version": 4}
+    write_policies(tmp_path, list(only.values()))
+    written = json.loads((tmp_path / "policies" / "api.json").read_text())
+    assert written["release"] == {"version": 4}
+    assert "release" not in json.loads((tmp_path / "policies" / "audit-reader.json").read_text())
+
+
+def test_a_release_field_is_checked_and_an_empty_one_is_none() -> None:
+    from pydantic import ValidationError
+
+    base = {"name": "s", "services": []}
+    empty = SessionDoc.model_validate({**base, "release": {}})
+    assert empty.release is None
+    assert session_hash(empty) == session_hash(SessionDoc.model_validate(base))
+    for bad in ({"version": -1}, {"version": "three"}, {"name": "a b"}, {"when": 1}):
+        with pytest.raises(ValidationError):
+            SessionDoc.model_validate({**base, "release": bad})
 
 
 def test_conflicting_global_definitions_are_one_error(tmp_path: Path) -> None:

@@ -68,8 +68,9 @@ def apply(
         help="Chart templates the service carries to its mesh's chart (here -h is not help)."),
     no_push: bool = typer.Option(False, "--no-push", rich_help_panel=_SERVICE,
                                  help="Build the image but do not push it."),
-    release: str | None = typer.Option(None, "--release", help="Helm release name.",
-                                       rich_help_panel=_MESH),
+    release: str | None = typer.Option(
+        None, "--release", rich_help_panel=_MESH,
+        help="Helm release name, also recorded in the sessions."),
     release_version: int | None = typer.Option(
         None, "--release-version", min=0, metavar="N", rich_help_panel=_MESH,
         help="Rolling release number, recorded in the chart and the sessions."),

@@ -27,6 +27,7 @@ from veil.mesh.store import SessionStore, Written, connect_cas
 from veil.mesh.trust import expected_key, normalize_addr
 from veil.policy.compile import CompiledSession, Mode, compile_mesh, security_cas
 from veil.resolve.env import ResolvedMesh, resolve_mesh
+from veil.session.model import Release
 
 __all__ = ["Connect", "MeshOptions", "MeshResult", "Progress", "SessionOutcome", "apply_mesh",
            "release_name"]
@@ -49,7 +50,9 @@ class MeshOptions:
     write_chart: bool = True
     cas_addr: str | None = None  # instead of the security CAS's cas_url (`veil up`'s own CAS)
     cas_key: str | None = None  # instead of the mesh's cas_key
-    release_version: int | None = None  # sconectl's rolling release number (chart annotation)
+    # sconectl's rolling release number: the chart's version 0.1.N, and recorded in the sessions
+    # with `release` when given (`veil.session.model.Release`)
+    release_version: int | None = None
     app_version: str | None = None  # `--set-version`, recorded as the chart's appVersion
     publish: bool = True  # False: leave `repo.destination`/`repo.signature` alone (`veil up`)
 
@@ -151,8 +154,11 @@ def apply_mesh(
                             service_origins={i: dict(f.origins) for i, f in found.items()
                                              if f.origins})
     say("compile", "deriving the sessions")
+    recorded = (Release(name=options.release, version=options.release_version)
+                if options.release is not None or options.release_version is not None else None)
     compiled = compile_mesh(mesh, resolved, options.mode, file=doc.file,
-                            image_secrets=image_secrets(doc), extra_policies=extra_policies(doc))
+                            image_secrets=image_secrets(doc), extra_policies=extra_policies(doc),
+                            release=recorded)
     result = MeshResult(
         file=doc.file, namespace=resolved.namespace, mode=options.mode,
         release=options.release or release_name(resolved.namespace),

@@ -30,6 +30,7 @@ from veil.session.model import (
     ExportTarget,
     Image,
     InjectionFile,
+    Release,
     SecretDef,
     Security,
     Service,
@@ -201,7 +202,8 @@ class _Compiler:
                 for t, ns in sorted(out, key=lambda x: (x[1] or "", x[0]))]
 
     def service_session(self, svc: ResolvedService, security: Security,
-                        imports: list[SecretDef], extra: Sequence[SecretDef]) -> SessionDoc:
+                        imports: list[SecretDef], extra: Sequence[SecretDef],
+                        release: Release | None = None) -> SessionDoc:
         d = svc.description
         secrets: list[SecretDef] = []
         for s in d.secrets:
@@ -219,6 +221,7 @@ class _Compiler:
                  for f in svc.injection_files]
         return SessionDoc(
             name=svc.session,
+            release=release,
             security=security,
             services=[Service(
                 name=svc.name, image_name=svc.name, command=d.command, pwd=d.pwd,
@@ -247,9 +250,12 @@ def compile_mesh(
     file: str = "<mesh>",
     image_secrets: Mapping[str, Sequence[SecretDef]] | None = None,
     extra_policies: Sequence[SessionDoc] = (),
+    release: Release | None = None,
 ) -> list[CompiledSession]:
     """Every session of the mesh, in upload order: the shared session (if any global secret),
-    one per service (mesh order), then `extra_policies`. Problems are raised together."""
+    one per service (mesh order), then `extra_policies`. Problems are raised together.
+    `release` (`--release`/`--release-version`) is recorded in every session derived here;
+    `extra_policies` are sent as their authors wrote them."""
     c = _Compiler(mesh, resolved, file)
     if GLOBAL_SESSION in resolved.services:
         c.problem(f"the service name `{GLOBAL_SESSION}` is reserved for the mesh's shared "
@@ -267,7 +273,7 @@ def compile_mesh(
             if d.name in own:
                 c.problem(f"service `{name}`: image_secrets defines `{d.name}`, which the "
                           "service already defines or imports", allowed="another name")
-    docs = {name: c.service_session(svc, security, imports[name], extra.get(name, ()))
+    docs = {name: c.service_session(svc, security, imports[name], extra.get(name, ()), release)
             for name, svc in resolved.services.items()}
     taken = {*docs, GLOBAL_SESSION}
     for x in extra_policies:
@@ -282,7 +288,7 @@ def compile_mesh(
     out: list[CompiledSession] = []
     if c.shared:
         shared = SessionDoc(
-            name=GLOBAL_SESSION, security=security,
+            name=GLOBAL_SESSION, release=release, security=security,
             secrets=[_definition(sh.secret, c._exports(GLOBAL_SESSION, sh.secret,
                                                         sh.importers))
                      for _, sh in sorted(c.shared.items())])

@@ -29,6 +29,7 @@ __all__ = [
     "Image",
     "InjectionFile",
     "PlatformPolicy",
+    "Release",
     "SecretDef",
     "SecretImport",
     "Security",
@@ -227,10 +228,21 @@ class Image(_Model):
     injection_files: list[InjectionFile] = Field(default_factory=list)
 
 
+class Release(_Model):
+    """Which release of a mesh wrote this version (`veil apply -f mesh.yaml --release NAME
+    --release-version N`; N is sconectl's rolling release number). A record only: attestation,
+    provisioning and secrets ignore it; a new value makes a new version, like any change."""
+
+    name: Annotated[str, Field(pattern=NAME, max_length=253)] | None = None
+    version: Annotated[int, Field(ge=0)] | None = None
+
+
 class SessionDoc(_Model):
     version: Literal["0.3"] = "0.3"
     name: Annotated[str, Field(pattern=NAME)]
     predecessor: Annotated[str, Field(pattern=HEX64)] | None = None
+    # absent unless given, so documents without it keep their hashes
+    release: Release | None = None
     access_policy: AccessPolicy = Field(default_factory=AccessPolicy)
     security: Security = Field(default_factory=Security)
     services: list[Service] = Field(default_factory=list)
@@ -241,6 +253,12 @@ class SessionDoc(_Model):
     @classmethod
     def _version_str(cls, v: Any) -> Any:
         return str(v) if isinstance(v, float) else v
+
+    @field_validator("release")
+    @classmethod
+    def _empty_release(cls, v: Release | None) -> Release | None:
+        # `release: {}` says nothing: the same document (and hash) as no release
+        return None if v is not None and v.name is None and v.version is None else v
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)
