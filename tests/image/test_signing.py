@@ -208,3 +208,40 @@ def test_keys_that_do_not_load_are_named(config: Path, tmp_path: Path,
     loaded = signing_key(cosign)
     assert isinstance(loaded, ec.EllipticCurvePrivateKey)
     assert loaded.private_numbers() == key.private_numbers()
+
+
+def test_a_new_cosign_key_file_has_cosigns_parameters() -> None:
+    """What cosign writes and reads: scrypt N=32768, r=8, p=1 over a 32-byte salt, NaCl
+    secretbox with a 24-byte nonce."""
+    pem = encrypt_cosign_key(ec.generate_private_key(ec.SECP256R1()), "pw").decode()
+    assert pem.startswith("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
+    body = "".join(pem.splitlines()[1:-1])
+    doc = json.loads(base64.b64decode(body))
+    assert doc["kdf"] == {"name": "scrypt", "params": {"N": 32768, "r": 8, "p": 1},
+                          "salt": doc["kdf"]["salt"]}
+    assert len(base64.b64decode(doc["kdf"]["salt"])) == 32
+    assert doc["cipher"]["name"] == "nacl/secretbox"
+    assert len(base64.b64decode(doc["cipher"]["nonce"])) == 24
+
+
+def test_a_key_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder.key"
+    folder.mkdir()
+    with pytest.raises(UserError, match=r"cannot read the signing key .*a-folder\.key"):
+        signing_key(folder)
+
+
+def test_a_signature_by_another_key_beside_the_right_one(registry: str, config: Path,
+                                                          tmp_path: Path) -> None:
+    image = f"{registry}/two/app:1"
+    digest = _push(image, "two")
+    other, _ = _pem(ec.generate_private_key(ec.SECP256R1()), tmp_path, "other")
+    sign_image(image, digest, other)
+    manifest, _ = _sig_artifact(registry, "two/app", digest)
+    foreign = manifest["layers"][0]
+    sign_image(image, digest)  # the default key's signature replaces the artifact
+    manifest, _ = _sig_artifact(registry, "two/app", digest)
+    with Registry(parse_reference(image)) as reg:
+        reg.put_manifest(signature_tag(digest),
+                         {**manifest, "layers": [foreign, manifest["layers"][0]]}, OCI_MANIFEST)
+    assert verify_image(image, load_public_key()) == digest
