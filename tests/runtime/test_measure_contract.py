@@ -69,3 +69,21 @@ def test_an_excluded_path_never_counts_its_namesake_does(tmp_path: Path) -> None
     assert measure(str(root), plan) == first
     (root / "app" / "cache.py").write_text("import os\n")  # beside the excluded name
     assert measure(str(root), plan) != first
+
+
+def test_plans_compare_by_what_they_say() -> None:
+    plan = _plan()
+    assert MeasurementPlan.from_json(plan.to_json()) == plan
+    assert _plan(pwd="/other") != plan and _plan(exclude=["/var/tmp"]) != plan
+
+
+def test_a_root_that_is_a_single_file(tmp_path: Path) -> None:
+    root = tmp_path / "img"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "main.py").write_text("print(1)\n")
+    plan = _plan(roots=["/app/main.py"], exclude=[])
+    first = measure(str(root), plan)
+    (root / "app" / "other.py").write_text("not a root\n")
+    assert measure(str(root), plan) == first
+    (root / "app" / "main.py").write_text("print(2)\n")
+    assert measure(str(root), plan) != first
