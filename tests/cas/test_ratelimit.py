@@ -56,7 +56,7 @@ def test_floods_of_anonymous_writes_are_limited_and_aggregated(
         t0 = time.monotonic()
         assert lau.attest("shop/hello/app").status_code == 200
         assert lau.attest("shop/hello/app").status_code == 200
-        assert time.monotonic() - t0 < 0.9
+        assert time.monotonic() - t0 < 1.9  # a held answer alone would take 1 s each
 
         csr = {"csr": pki.make_csr(pki.new_ec_key()).decode()}
         started = time.monotonic()
