@@ -16,7 +16,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["TemplateError", "has_template", "render", "variables_of"]
+__all__ = ["TemplateError", "has_template", "render", "tera_default", "variables_of"]
 
 
 class TemplateError(Exception):
@@ -30,8 +30,9 @@ class TemplateError(Exception):
 _MISSING = object()
 
 
-def _default(piped: Any, /, default_value: Any = _MISSING, boolean: bool = False,
+def tera_default(piped: Any, /, default_value: Any = _MISSING, boolean: bool = False,
              **kw: Any) -> Any:
+    """Jinja's `default` filter that also takes Tera's spelling, `default(value="x")`."""
     # Tera's keyword is `value`, which Jinja's own filter cannot take (it is the piped value).
     if "value" in kw:
         default_value = kw.pop("value")
@@ -48,8 +49,8 @@ def _default(piped: Any, /, default_value: Any = _MISSING, boolean: bool = False
 def _env() -> SandboxedEnvironment:
     env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
                                keep_trailing_newline=True)
-    env.filters["default"] = _default
-    env.filters["d"] = _default
+    env.filters["default"] = tera_default
+    env.filters["d"] = tera_default
     return env
 
 

@@ -29,6 +29,8 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from veil.resolve.template import tera_default
+
 __all__ = ["BLOCK_TAGS", "TeraError", "fill"]
 
 BLOCK_TAGS = ("if", "elif", "else", "endif", "for", "endfor", "set", "raw", "endraw")
@@ -142,22 +144,6 @@ def _nest(opened: list[tuple[str, int]], tag: str, line: int) -> None:
         raise TeraError(line, "`{% else %}` outside an `{% if %}`", tag)
 
 
-_MISSING = object()
-
-
-def _default(piped: Any, /, default_value: Any = _MISSING, boolean: bool = False,
-             **kw: Any) -> Any:
-    if "value" in kw:
-        default_value = kw.pop("value")
-    if kw:
-        raise jinja2.TemplateRuntimeError(f"default() got unexpected arguments {sorted(kw)}")
-    if default_value is _MISSING:
-        default_value = ""
-    if isinstance(piped, jinja2.Undefined) or (boolean and not piped):
-        return default_value
-    return piped
-
-
 def _replace(s: Any, *args: Any, **kw: Any) -> str:
     old = kw.pop("from", args[0] if args else None)
     new = kw.pop("to", args[1] if len(args) > 1 else None)
@@ -197,7 +183,7 @@ def _env() -> SandboxedEnvironment:
     env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
                                keep_trailing_newline=True)
     env.filters.update({
-        "default": _default, "d": _default, "replace": _replace, "join": _join,
+        "default": tera_default, "d": tera_default, "replace": _replace, "join": _join,
         "split": _split, "truncate": _truncate, "tera_items": _items,
         "as_str": str, "trim_start": lambda s: str(s).lstrip(),
         "trim_end": lambda s: str(s).rstrip(),
