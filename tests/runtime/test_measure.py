@@ -6,6 +6,8 @@ import hashlib
 import os
 import re
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -354,3 +356,25 @@ def test_a_record_cut_short_is_not_taken(tmp_path: Path, forking: None) -> None:
         assert measuring._parts[1] == b"x" and measuring._parts[0] is None
     finally:
         os.close(out)
+
+
+def test_the_caller_and_not_a_worker_returns_the_measurement(tmp_path: Path) -> None:
+    """A forked worker never returns into the caller's code: only the process that asked for
+    the measurement answers (in a fresh interpreter, where no thread stops the workers)."""
+    plan = tree(tmp_path)
+    _many(tmp_path)
+    script = (
+        "import os, sys\n"
+        "from veil.runtime.measure import MeasurementPlan, Measuring\n"
+        "plan = MeasurementPlan.from_json(open(sys.argv[2]).read())\n"
+        "measuring = Measuring(sys.argv[1], plan, workers=2)\n"
+        "kids = len(measuring._kids)\n"
+        "print(os.getpid(), kids, measuring.digest(), flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path), str(tmp_path / PLAN_PATH.lstrip("/"))],
+        stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert out.split() == [str(proc.pid), "2", measure(str(tmp_path), plan, workers=0)]

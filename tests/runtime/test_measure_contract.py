@@ -6,11 +6,20 @@ runs these with tests/runtime/test_measure.py against every mutant of measure.py
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
-from veil.runtime.measure import VERSION, MeasurementPlan, is_excluded, measure
+from veil.runtime.measure import (
+    VERSION,
+    MeasurementError,
+    MeasurementPlan,
+    is_excluded,
+    measure,
+    scan,
+)
 
 
 def _plan(**kw: object) -> MeasurementPlan:
@@ -87,3 +96,75 @@ def test_a_root_that_is_a_single_file(tmp_path: Path) -> None:
     assert measure(str(root), plan) == first
     (root / "app" / "main.py").write_text("print(2)\n")
     assert measure(str(root), plan) != first
+
+
+def test_a_root_after_an_excluded_one_is_still_measured(tmp_path: Path) -> None:
+    root = tmp_path / "img"
+    for d in ("a", "b"):
+        (root / d).mkdir(parents=True)
+        (root / d / "f").write_text("1\n")
+    plan = _plan(roots=["/a", "/b"], exclude=["/a"])
+    assert [e.path for e in scan(str(root), plan)] == ["/b", "/b/f"]
+    first = measure(str(root), plan)
+    (root / "b" / "f").write_text("2\n")
+    assert measure(str(root), plan) != first
+
+
+def test_overlapping_roots_measure_each_entry_once(tmp_path: Path) -> None:
+    root = tmp_path / "img"
+    (root / "app" / "pkg").mkdir(parents=True)
+    (root / "app" / "pkg" / "mod.py").write_text("X = 1\n")
+    whole = _plan(roots=["/"], exclude=[])
+    overlapping = _plan(roots=["/app", "/", "/app/pkg"], exclude=[])
+    assert scan(str(root), overlapping) == scan(str(root), whole)
+    assert [e.path for e in scan(str(root), _plan(roots=["/app/pkg", "/app"], exclude=[]))] == [
+        "/app", "/app/pkg", "/app/pkg/mod.py"]
+
+
+def test_a_link_to_a_folder_is_measured_as_a_link_not_followed(tmp_path: Path) -> None:
+    root = tmp_path / "img"
+    (root / "data").mkdir(parents=True)
+    (root / "app").mkdir()
+    (root / "data" / "x").write_text("outside the root\n")
+    (root / "app" / "dl").symlink_to("/data")
+    (root / "app" / "rel").symlink_to("../data")
+    plan = _plan(roots=["/app"], exclude=[])
+    entries = {e.path: (e.kind, e.value) for e in scan(str(root), plan)}
+    assert entries == {"/app": ("d", ""), "/app/dl": ("l", "/data"),
+                       "/app/rel": ("l", "../data")}
+    first = measure(str(root), plan)
+    (root / "data" / "x").write_text("not measured\n")
+    assert measure(str(root), plan) == first
+
+
+def test_scan_reports_each_entrys_own_owner_and_group(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving files other owners needs root")
+    root = tmp_path / "img"
+    (root / "app").mkdir(parents=True)
+    owners = {"a": (1001, 2002), "b": (3003, 4004), "c": (0, 5005)}
+    for name, (uid, gid) in owners.items():
+        (root / "app" / name).write_text(name)
+        os.chown(root / "app" / name, uid, gid)
+    os.chown(root / "app", 6006, 7007)
+    entries = {e.path: (e.uid, e.gid) for e in scan(str(root), _plan(roots=["/app"]))}
+    assert entries == {"/app": (6006, 7007), **{f"/app/{n}": o for n, o in owners.items()}}
+
+
+def test_a_root_below_a_file_is_a_measurement_error(tmp_path: Path) -> None:
+    root = tmp_path / "img"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "main.py").write_text("print(1)\n")
+    with pytest.raises(MeasurementError, match=r"cannot read /app/main\.py/x"):
+        measure(str(root), _plan(roots=["/app/main.py/x"]))
+
+
+def test_a_device_is_measured_by_its_number(tmp_path: Path) -> None:
+    root = tmp_path / "img"
+    (root / "app").mkdir(parents=True)
+    try:
+        os.mknod(root / "app" / "null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("creating a device node is not allowed here")
+    entries = {e.path: e for e in scan(str(root), _plan(roots=["/app"]))}
+    assert (entries["/app/null"].kind, entries["/app/null"].value) == ("c", "1:3")
