@@ -59,9 +59,10 @@ def test_run_sh_applies_the_seed_workflow(registry: str, base_image: str, cas: C
         capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Hello myself" in run.stdout  # API_USER from the patch, via CAS
-    # applying the same mesh again changes nothing in CAS
+    # applying the same mesh again (the same release: it is recorded in the sessions) changes
+    # nothing in CAS
     again = subprocess.run(
         [str(bin_dir / "veil"), "apply", "-f", str(work / "mesh-3.yaml"), "--mode", "debug",
-         "--diff"], env=env, capture_output=True, text=True, timeout=300)
+         "--release", namespace, "--diff"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "unchanged" in again.stdout and "updated" not in again.stdout
