@@ -373,8 +373,30 @@ def test_the_caller_and_not_a_worker_returns_the_measurement(tmp_path: Path) -> 
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script, str(tmp_path), str(tmp_path / PLAN_PATH.lstrip("/"))],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert out.split() == [str(proc.pid), "2", measure(str(tmp_path), plan, workers=0)]
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_closing_a_measurement_closes_its_own_descriptors_only(tmp_path: Path,
+                                                               forking: None) -> None:
+    """Done or given up on, closed once or twice: every descriptor it opened is closed, and
+    no other (the launcher's standard streams stay open)."""
+    plan = tree(tmp_path)
+    _many(tmp_path)
+    before = _fds()
+    done = m.Measuring(str(tmp_path), plan, workers=2)
+    assert done._kids
+    done.digest()
+    done.close()
+    done.close()
+    given_up = m.Measuring(str(tmp_path), plan, workers=2)
+    given_up.close()
+    given_up.close()
+    assert _fds() == before
