@@ -7,6 +7,9 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -325,14 +328,26 @@ def test_hints_name_the_program_as_invoked(recorded: Path,
     assert "`veil " not in err
 
 
-@pytest.mark.skipif(shutil.which("buildah") is None, reason="buildah missing")
-def test_n_on_a_service_builds_without_pushing(work: Path,
+@pytest.mark.integration
+def test_n_on_a_service_builds_without_pushing(work: Path, registry: str, base_image: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = work / "service.yaml"
+    to = f"{registry}/test/sconectl_no_push:{uuid.uuid4().hex[:8]}"
+    manifest.write_text(manifest.read_text().replace(
+        "  to: 127.0.0.1:5000/veil/python_hello_user:latest",
+        f"  to: {to}\n  from: {base_image}"))
     code, out, err = run(capsys, "apply", "-f", "service.yaml", "-n", "-q")
-    if code == 1 and "base image" in err:
-        pytest.skip("no base image in local storage or registry")
     assert code == 0, err
     assert "local only: not pushed" in out and err == ""
+    # built here, not in the registry
+    tag = to.rpartition(":")[2]
+    try:
+        with urllib.request.urlopen(f"http://{registry}/v2/test/sconectl_no_push/tags/list") as r:
+            tags = json.load(r).get("tags") or []
+    except urllib.error.HTTPError as err:  # no such repository: nothing was pushed
+        assert err.code == 404
+        tags = []
+    assert tag not in tags
 
 
 # --- manifest paths, as sconectl resolves them (against the current directory) --------------

@@ -1,0 +1,3 @@
+from tests.image.support import base_image, registry
+
+__all__ = ["base_image", "registry"]
