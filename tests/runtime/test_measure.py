@@ -61,6 +61,30 @@ def test_plan_round_trips(tmp_path: Path) -> None:
         MeasurementPlan.from_json('{"version": 1}')
 
 
+def test_the_caller_and_not_a_worker_returns_the_measurement(tmp_path: Path) -> None:
+    """A forked worker never returns into the caller's code: only the process that asked for
+    the measurement answers (in a fresh interpreter, where no thread stops the workers). First
+    in the file: a caller that ran a worker's life would end this test process with status 0
+    at the first measurement that forks, before any later test could fail."""
+    plan = tree(tmp_path)
+    _many(tmp_path)
+    script = (
+        "import os, sys\n"
+        "from veil.runtime.measure import MeasurementPlan, Measuring\n"
+        "plan = MeasurementPlan.from_json(open(sys.argv[2]).read())\n"
+        "measuring = Measuring(sys.argv[1], plan, workers=2)\n"
+        "kids = len(measuring._kids)\n"
+        "print(os.getpid(), kids, measuring.digest(), flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path), str(tmp_path / PLAN_PATH.lstrip("/"))],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert out.split() == [str(proc.pid), "2", measure(str(tmp_path), plan, workers=0)]
+
+
 def test_every_entry_is_listed_with_type_mode_owner_and_value(tmp_path: Path) -> None:
     plan = tree(tmp_path)
     entries = {e.path: e for e in scan(str(tmp_path), plan)}
@@ -356,28 +380,6 @@ def test_a_record_cut_short_is_not_taken(tmp_path: Path, forking: None) -> None:
         assert measuring._parts[1] == b"x" and measuring._parts[0] is None
     finally:
         os.close(out)
-
-
-def test_the_caller_and_not_a_worker_returns_the_measurement(tmp_path: Path) -> None:
-    """A forked worker never returns into the caller's code: only the process that asked for
-    the measurement answers (in a fresh interpreter, where no thread stops the workers)."""
-    plan = tree(tmp_path)
-    _many(tmp_path)
-    script = (
-        "import os, sys\n"
-        "from veil.runtime.measure import MeasurementPlan, Measuring\n"
-        "plan = MeasurementPlan.from_json(open(sys.argv[2]).read())\n"
-        "measuring = Measuring(sys.argv[1], plan, workers=2)\n"
-        "kids = len(measuring._kids)\n"
-        "print(os.getpid(), kids, measuring.digest(), flush=True)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path), str(tmp_path / PLAN_PATH.lstrip("/"))],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0
-    assert out.split() == [str(proc.pid), "2", measure(str(tmp_path), plan, workers=0)]
 
 
 def _fds() -> set[str]:
