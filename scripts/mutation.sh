@@ -27,6 +27,8 @@ MODULES=(
   "snp|src/veil/cas/verifiers/snp.py|tests/cas/test_verifiers_snp.py"
   "guard|src/veil/runtime/guard.py|tests/runtime/test_guard.py"
   "measure|src/veil/runtime/measure.py|tests/runtime/test_measure.py tests/runtime/test_measure_contract.py"
+  "files|src/veil/runtime/files.py|tests/runtime/test_files.py"
+  "launcher|src/veil/runtime/launcher.py|tests/runtime/test_launcher.py"
 )
 
 # Mutants that only multiply the work: of the eleven replacements of a binary operator two are

@@ -84,3 +84,30 @@ def test_a_file_the_image_measures_is_not_written(tmp_path: Path) -> None:
 def test_paths_that_are_no_file_are_refused(tmp_path: Path, path: str) -> None:
     with pytest.raises((FileRefusal, LaunchError)):
         write_files(provisioned(path), plan(path), str(tmp_path))
+
+
+def test_a_file_right_under_the_root_is_written(tmp_path: Path) -> None:
+    write_file(str(tmp_path), "/token", b"t0ken", 0o600)
+    assert (tmp_path / "token").read_bytes() == b"t0ken"
+    assert [p.name for p in tmp_path.iterdir()] == ["token"]  # no temporary file left
+
+
+def test_the_new_file_is_private_until_it_gets_its_mode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between creation and chmod the content is already there: nobody but the owner may
+    read it then, whatever mode it gets afterwards."""
+    seen: list[int] = []
+    real = os.fchmod
+
+    def spy(fd: int, mode: int) -> None:
+        seen.append(os.fstat(fd).st_mode & 0o7777)
+        real(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", spy)
+    old = os.umask(0)  # the mode asked for at creation, not what a umask leaves of it
+    try:
+        write_file(str(tmp_path), "/etc/app/key", b"k", 0o644)
+    finally:
+        os.umask(old)
+    assert seen == [0o600]
+    assert (tmp_path / "etc/app/key").stat().st_mode & 0o777 == 0o644
