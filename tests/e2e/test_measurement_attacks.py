@@ -11,6 +11,7 @@ unaltered copy committed the same way, get their configuration.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -139,6 +140,18 @@ def _shadow_and_exclude(root: Path) -> None:
     plan_file.write_text(json.dumps(plan, sort_keys=True, indent=1) + "\n")
 
 
+def _drop_shell(root: Path) -> None:
+    """A shell where the runtime image has none (`/bin` is a link to `/usr/bin`)."""
+    sh = os.path.realpath(shutil.which("sh") or "/bin/sh")
+    shutil.copy2(sh, root / "usr/bin/sh")
+
+
+def _shadow_interpreter(root: Path) -> None:
+    """An interpreter of the attacker's in a folder that comes first in PATH."""
+    (root / "usr/local/bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(root / "usr/bin/python3.11", root / "usr/local/bin/python3")
+
+
 def _cas_key(cas: Cas) -> Callable[[Path], object]:
     # the real CAS key, so the launcher still talks to the real CAS
     return lambda root: (root / "etc/veil/cas-key").write_text(cas.key + "\n")
@@ -146,8 +159,11 @@ def _cas_key(cas: Cas) -> Callable[[Path], object]:
 
 ATTACKS: dict[str, Callable[[Path], object]] = {
     "sitecustomize": lambda r: _append(r / "etc/python3.11/sitecustomize.py", PAYLOAD),
-    "pth-site-packages": lambda r: (r / "usr/lib/python3/dist-packages/zz.pth").write_text(
-        PAYLOAD),
+    # the runtime image has no /usr/lib/python3/dist-packages: the interpreter's `site` adds
+    # it to the path when it exists
+    "pth-site-packages": lambda r: (
+        (r / "usr/lib/python3/dist-packages").mkdir(parents=True, exist_ok=True),
+        (r / "usr/lib/python3/dist-packages/zz.pth").write_text(PAYLOAD)),
     "pth-dist-packages": lambda r: (
         (r / "usr/local/lib/python3.11/dist-packages").mkdir(parents=True, exist_ok=True),
         (r / "usr/local/lib/python3.11/dist-packages/zz.pth").write_text(PAYLOAD)),
@@ -156,6 +172,8 @@ ATTACKS: dict[str, Callable[[Path], object]] = {
     "chmod": lambda r: (r / "python/print_env.py").chmod(0o777),
     "relink": lambda r: _relink(r / "usr/bin/python3", "/usr/bin/python3.11"),
     "remove": lambda r: (r / PY / "this.py").unlink(),
+    "shell": _drop_shell,
+    "path-shadow": _shadow_interpreter,
 }
 
 
@@ -172,6 +190,11 @@ def test_altered_image_is_refused_by_cas(target: Target, cas: Cas, attack: str) 
                                "-c", "import hashlib"], capture_output=True, text=True,
                               env=container_env(), check=False)
         assert "PWNED False" in proc.stderr, proc.stderr
+    if attack == "shell":  # the shell is real: it runs in the altered image
+        proc = subprocess.run(["podman", "run", "--rm", "--entrypoint", "/bin/sh", image, "-c",
+                               "echo shell runs"], capture_output=True, text=True,
+                              env=container_env(), check=False)
+        assert proc.stdout.strip() == "shell runs", proc.stderr
     assert_refused(podman_run(image, cas, target.config_id), CAS_REFUSED)
 
 

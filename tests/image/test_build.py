@@ -288,6 +288,41 @@ def test_base_is_pinned_by_its_registry_digest(
     built: tuple[Path, dict[str, object], str], base_image: str
 ) -> None:
     _, desc, _ = built
-    proc = run("skopeo", "inspect", "--tls-verify=false", f"docker://{base_image}")
+    # the service runs on the runtime base published beside the build base named in `from`
+    runtime = f"{base_image}-runtime"
+    proc = run("skopeo", "inspect", "--tls-verify=false", f"docker://{runtime}")
     assert desc["base_digest"] == json.loads(proc.stdout)["Digest"]
-    assert desc["base_image"] == base_image
+    assert desc["base_image"] == runtime
+
+
+FINAL_IMAGE_CHECK = r"""
+import os
+for p in ("/bin/sh", "/usr/bin/sh", "/bin/bash", "/usr/bin/dash", "/usr/bin/ls",
+          "/var/lib/dpkg", "/usr/bin/pip3", "/usr/lib/python3/dist-packages/pip",
+          "/usr/lib/python3/dist-packages/setuptools"):
+    if os.path.lexists(p):
+        print("present:", p)
+n = 0
+for top, dirs, files in os.walk("/"):
+    if top in ("/proc", "/sys", "/dev"):
+        dirs[:] = []
+        continue
+    n += len(dirs) + len(files)
+print("entries:", n)
+"""
+
+
+def test_the_service_image_holds_no_shell_no_pip_no_package_database(
+    built: tuple[Path, dict[str, object], str], registry: str
+) -> None:
+    """What the launcher measures at every start is the runtime: the hello-user image has no
+    shell, no pip and no dpkg database, and fewer than 1,500 entries (the build base: 5,531)."""
+    image = f"{registry}/test/hello:1"
+    proc = run("podman", "run", "--rm", "--tls-verify=false", "--entrypoint", "/usr/bin/python3",
+               image, "-c", FINAL_IMAGE_CHECK)
+    assert proc.returncode == 0, proc.stderr
+    assert "present:" not in proc.stdout, proc.stdout
+    assert int(proc.stdout.split("entries:")[1].split()[0]) < 1500, proc.stdout
+    proc = run("podman", "run", "--rm", "--tls-verify=false", "--entrypoint", "/bin/sh", image,
+               "-c", "true")
+    assert proc.returncode != 0

@@ -29,10 +29,15 @@ def test_run_step_sees_the_copied_files(registry: str, base_image: str, tmp_path
     assert rc == 0, out.err
     desc = json.loads((tmp_path / "target" / "runorder" / "description.json").read_text())
     image = f"{registry}/test/runorder:1"
+    # the steps ran in the build base (a shell); the image holds their program folder on the
+    # runtime base (no shell: listed by its Python)
+    assert desc["base_image"] == f"{base_image}-runtime"
     listing = subprocess.run(["podman", "run", "--rm", "--tls-verify=false", "--entrypoint",
-                              "/bin/ls", image, "/python"], capture_output=True, text=True,
-                             timeout=120, check=False)
-    assert listing.stdout.split() == ["hello.py"], listing.stderr
+                              "/usr/bin/python3", image, "-c",
+                              "import os; print(*sorted(os.listdir('/python')), "
+                              "os.path.exists('/bin/sh'))"],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert listing.stdout.split() == ["hello.py", "False"], listing.stderr
     started = subprocess.run(["podman", "run", "--rm", "--init", "--tls-verify=false", image,
                               "--print-measurement"], capture_output=True, text=True,
                              timeout=120, check=False)

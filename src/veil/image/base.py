@@ -50,6 +50,14 @@ from veil.image.reference import (
     default_java_base,
     parse_reference,
 )
+from veil.image.runtime import (
+    RUNTIME_LABEL,
+    RUNTIME_OF_LABEL,
+    RUNTIME_RECIPE,
+    RUNTIME_SUFFIX,
+    prune_to_runtime,
+    runtime_ref,
+)
 from veil.image.tools import container_env, require, run_tool, tail, tls_flag
 
 __all__ = [
@@ -354,8 +362,11 @@ def _unpack_runtime(wheel: Path, runtime: JavaRuntime, root: str) -> None:
 
 
 def _import(tarball: Path, to: str, what: str, progress: Callable[[str], None],
-            cmd: str = "python3", runtime: tuple[Path, JavaRuntime] | None = None) -> None:
-    progress("importing the root filesystem")
+            cmd: str = "python3", runtime: tuple[Path, JavaRuntime] | None = None,
+            labels: dict[str, str] | None = None, prune: bool = False) -> None:
+    """Import `tarball` as the one-layer image `to`; `prune`: as the runtime base (only what
+    a running service uses, `veil.image.runtime`)."""
+    progress("importing the root filesystem" + (" as the runtime base" if prune else ""))
     cid = run_tool(["buildah", "from", "scratch"], what=what).stdout.decode().strip()
     try:
         mnt = run_tool(["buildah", "mount", cid], what=what).stdout.decode().strip()
@@ -371,11 +382,15 @@ def _import(tarball: Path, to: str, what: str, progress: Callable[[str], None],
             progress(f"adding the Java {runtime[1].major} runtime ({runtime[0].name})")
             _unpack_runtime(runtime[0], runtime[1], mnt)
         interp = interpreter_of_rootfs(mnt)
+        if prune:
+            kept, removed = prune_to_runtime(Path(mnt), interp.version)
+            progress(f"runtime base: {kept} entries kept, {removed} removed")
+        extra = [a for k, v in sorted((labels or {}).items()) for a in ("--label", f"{k}={v}")]
         run_tool(
             ["buildah", "config",
              "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
              "--env", "LANG=C.UTF-8", "--cmd", cmd,
-             "--label", f"{INTERPRETER_LABEL}={interp.to_json()}", cid],
+             "--label", f"{INTERPRETER_LABEL}={interp.to_json()}", *extra, cid],
             what=what,
         )
         run_tool(["buildah", "commit", "--rm", "-q", cid, to], what=what)
@@ -428,18 +443,52 @@ def _create(flavour: Flavour, tarball: Path, to: str, cache: bool, push: bool,
     extra = f"-{flavour.name}-{flavour.runtime.version}" if flavour.runtime else ""
     cached = (f"localhost/veil-base-cache:{st.st_size}-{st.st_mtime_ns}{extra}"
               if cache else None)
+    # a Python base comes with its runtime base: the same root filesystem with only what a
+    # running service uses, which services are built on (`veil.image.runtime`)
+    slim = runtime_ref(to) if flavour.name == "python" else None
+    pair: dict[str, str] = {}
+    if slim is not None:
+        cached = f"{cached}-{RUNTIME_RECIPE}" if cached else None
+        pair = {RUNTIME_OF_LABEL: _rootfs_id(tarball)}
+        _imported(f"{cached}{RUNTIME_SUFFIX}" if cached else None, slim,
+                  lambda: _import(tarball, slim, f"building base image {slim}", progress,
+                                  flavour.cmd, None, labels=pair, prune=True), progress)
+    _imported(cached, to, lambda: _import(
+        tarball, to, what, progress, flavour.cmd, runtime,
+        labels={RUNTIME_LABEL: RUNTIME_SUFFIX, **pair} if slim else None), progress)
+    if not push:
+        return None
+    if slim is not None:
+        _push_pinned(slim, progress)
+    return _push_pinned(to, progress)
+
+
+def _rootfs_id(tarball: Path) -> str:
+    """What pairs a build base with its runtime base: the SHA-256 of their root filesystem."""
+    h = hashlib.sha256()
+    with tarball.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _imported(cached: str | None, to: str, make: Callable[[], None],
+              progress: Callable[[str], None]) -> None:
+    """`to` made by `make`, or tagged from the locally `cached` image made earlier."""
+    what = f"building base image {to}"
     if cached and subprocess.run(
         ["buildah", "inspect", "--type", "image", cached], capture_output=True,
         env=container_env(), check=False,
     ).returncode == 0:
         progress(f"using cached base image {cached}")
         run_tool(["buildah", "tag", cached, to], what=what)
-    else:
-        _import(tarball, to, what, progress, flavour.cmd, runtime)
-        if cached:
-            run_tool(["buildah", "tag", to, cached], what=what)
-    if not push:
-        return None
+        return
+    make()
+    if cached:
+        run_tool(["buildah", "tag", to, cached], what=what)
+
+
+def _push_pinned(to: str, progress: Callable[[str], None]) -> str:
     progress(f"pushing {to}")
     digest = push_image(to)
     # the pushed manifest differs from the local one (compressed layers); pulling it back (no

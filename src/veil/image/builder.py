@@ -38,6 +38,7 @@ from veil.image.measurement import measure_image
 from veil.image.push import check_registry, push_image
 from veil.image.reference import java_version, parse_reference
 from veil.image.requirements import install_requirements
+from veil.image.runtime import RUNTIME_LABEL, RUNTIME_OF_LABEL, RUNTIME_SUFFIX, runtime_ref
 from veil.image.stable import stable_image
 from veil.image.tools import container_env, require, run_tool, tls_flag
 from veil.image.wrapped import wrapped_service
@@ -45,7 +46,7 @@ from veil.manifest.description import LABEL_KEY, ServiceDescription
 from veil.manifest.load import Positions
 from veil.manifest.models import GenService
 
-__all__ = ["BaseImage", "BuildResult", "build_service", "resolve_base"]
+__all__ = ["BaseImage", "BuildResult", "build_service", "resolve_base", "resolve_runtime_base"]
 
 Progress = Callable[[str], None]
 
@@ -56,6 +57,7 @@ class BaseImage:
     image_id: str
     digest: str | None
     interpreter: Interpreter
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def pinned(self) -> str:
@@ -101,7 +103,24 @@ def resolve_base(name: str, progress: Progress, kind: str = "python") -> BaseIma
     labels = ((info.get("OCIv1") or {}).get("config") or {}).get("Labels") or {}
     image_id = str(info["FromImageID"])
     digest = info.get("FromImageDigest") or None
-    return BaseImage(name, image_id, digest, interpreter_of_image(image_id, labels))
+    return BaseImage(name, image_id, digest, interpreter_of_image(image_id, labels),
+                     dict(labels))
+
+
+def resolve_runtime_base(base: BaseImage, progress: Progress) -> BaseImage | None:
+    """The runtime base published beside the build base `base` (`veil base create python`
+    makes both), or None when `base` names none: then the service runs on `base` itself."""
+    ref = runtime_ref(base.name) if base.labels.get(RUNTIME_LABEL) == RUNTIME_SUFFIX else None
+    if ref is None:
+        return None
+    runtime = resolve_base(ref, progress)
+    if runtime.labels.get(RUNTIME_OF_LABEL) != base.labels.get(RUNTIME_OF_LABEL):
+        raise OperationalError(
+            f"the runtime base {ref} was not made from the root filesystem of the build base "
+            f"{base.name}",
+            hint="make both again with `veil base create python --to "
+            f"{base.name}` (it pushes the two together)")
+    return runtime
 
 
 def _check_jvm(kind: str, base: BaseImage, jvm: Jvm) -> None:
@@ -133,6 +152,9 @@ def _buildah_build(ctx: Path, image: str, progress: Progress) -> str:
     for line in proc.stdout:
         line = line.rstrip()
         last.append(line)
+        # a build of two stages says `[1/2] STEP 1/3: ...`
+        if line.startswith("[") and "] STEP " in line:
+            line = line.split("] ", 1)[1]
         if line.startswith("STEP "):
             step = line
             progress(line)
@@ -235,14 +257,17 @@ def _build(
     interp = base.interpreter
     if b.kind != "python":  # a Java service: the base must hold the JVM that runs it
         _check_jvm(b.kind, base, jvm_of_image(base.image_id))
+    runtime = resolve_runtime_base(base, progress) if b.kind == "python" else None
+    final = runtime or base
     ctx_dir = target / b.name
     with replace_dir(ctx_dir) as tmp:
         ctx = stage_context(
             svc, source, tmp, base=base.pinned, site_packages=interp.site_packages,
             requirements_dir=req_dir, positions=positions, workdir=workdir,
+            runtime_base=runtime.pinned if runtime else None,
         )
         desc = ServiceDescription.from_genservice(svc).model_copy(update={
-            "base_image": base.name, "base_digest": base.digest, **record,
+            "base_image": final.name, "base_digest": final.digest, **record,
         })
         result = BuildResult(image=b.to, context=ctx_dir, description=desc, notes=ctx.notes)
         # with `run:` steps the application layer is not the last one: later layers were

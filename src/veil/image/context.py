@@ -205,8 +205,10 @@ def stage_context(
     requirements_dir: Path | None,
     positions: Positions | None = None,
     workdir: WorkDir | None = None,
+    runtime_base: str | None = None,
 ) -> BuildContext:
-    """Write the build context into the (fresh, empty) directory `ctx_dir`."""
+    """Write the build context into the (fresh, empty) directory `ctx_dir`. `base`: the image
+    `run:` steps run in; `runtime_base`: the one the service runs on, when it is another."""
     notes: list[str] = []
     copies = _check(svc, src_dir, positions, workdir, notes)
     b = svc.build
@@ -219,22 +221,31 @@ def stage_context(
         _copy_tree(host, app_root / rel)
         copied.append(posixpath.join(pwd, rel))
     _stage_launcher(rootfs)
-    lines = [
-        f"{_HEADER}; edit the manifest, not this file.",
-        f"FROM {base}",
-    ]
+    lines = [f"{_HEADER}; edit the manifest, not this file."]
     runs = [" ".join(part.strip() for part in cmd.strip().splitlines() if part.strip())
             for cmd in b.run]
+    requirements: list[str] = []
     if requirements_dir is not None and site_packages is not None:
         req_root = rootfs / site_packages.lstrip("/")
         shutil.copytree(requirements_dir, req_root, symlinks=True)
-        lines.append(f"COPY rootfs{site_packages}/ {site_packages}/")
+        requirements.append(f"COPY rootfs{site_packages}/ {site_packages}/")
     elif b.requirements:
-        lines.append(f"# {b.requirements}: resolved at build time, for the base image's Python")
+        requirements.append(
+            f"# {b.requirements}: resolved at build time, for the base image's Python")
+    staged_app = f"COPY rootfs{pwd}/ {pwd}/"
+    if runs and runtime_base is not None:
+        # the steps run in the build base (a shell, pip) on the requirements and the copied
+        # files; only the program's folder, as they left it, goes on into the runtime image
+        lines += [f"FROM {base} AS build", *requirements, staged_app]
+        lines += [f"RUN {one}" for one in runs]
+        staged_app = f"COPY --from=build {pwd}/ {pwd}/"
+        runs = []
+    lines.append(f"FROM {runtime_base or base}")
+    lines += requirements
     if runs:
         # sconectl's order: `run:` steps see the copied files (`mv /app/a /app/b` works); the
         # launcher and the plan come after them, out of their reach
-        lines.append(f"COPY rootfs{pwd}/ {pwd}/")
+        lines.append(staged_app)
         lines += [f"RUN {one}" for one in runs]
     lines.append(f"COPY rootfs{LAUNCHER_DIR}/ {LAUNCHER_DIR}/")
     local_env = {e.name: e.value for e in svc.environment.local}
@@ -254,7 +265,7 @@ def stage_context(
     plan_file.chmod(0o644)
     lines.append(f"COPY rootfs{posixpath.dirname(PLAN_PATH)}/ {posixpath.dirname(PLAN_PATH)}/")
     if not runs:  # the application last: an edit of the program rebuilds one layer
-        lines.append(f"COPY rootfs{pwd}/ {pwd}/")
+        lines.append(staged_app)
     lines.append(f"WORKDIR {pwd}")
     lines.append(f"ENTRYPOINT {json.dumps(ENTRYPOINT)}")
     lines.append("CMD []")
