@@ -71,10 +71,13 @@ class PodmanRunner:
         gateway = found.stdout.split()[0]
         if image is not None and not _is_local_address(gateway):
             # the bridge (and so the gateway address on this host) comes up with the first
-            # container that joins; the local CAS listens there before any service starts
-            proc = self._podman(["run", "--rm", "--network", name, "--entrypoint", "/bin/true",
-                                 "--pull", "missing", *(["--tls-verify=false"]
-                                                        if is_loopback(image) else []), image],
+            # container that joins; the local CAS listens there before any service starts.
+            # The image has no shell and no coreutils: its own Python (the launcher's) does
+            # nothing, without reading a module beyond its start.
+            proc = self._podman(["run", "--rm", "--network", name, "--entrypoint",
+                                 "/usr/bin/python3", "--pull", "missing",
+                                 *(["--tls-verify=false"] if is_loopback(image) else []),
+                                 image, "-I", "-S", "-B", "-c", ""],
                                 check=False)
             if proc.returncode != 0:
                 text = proc.stderr or proc.stdout
