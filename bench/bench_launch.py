@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Launch benchmark: the attested start (measure the whole root filesystem, attest, exec) beside
-starting the program directly, for the hello-user image, in one run.
+starting the program directly, for the hello-user image, in one run — for the image as services
+are built now (on the runtime base: interpreter, standard library, the libraries they need) and,
+for comparison, the same service built on the full build base (shell, pip, dpkg, ...).
 
-Rows, each the median of N interleaved runs:
+Rows, each the median of N interleaved runs, per image:
 - inside one container (no podman start-up in the numbers): the program started directly
   (`python3 print_env.py`, the baseline), the launcher measuring only (`--print-measurement`),
   and the launcher's full path — refusal checks, measurement, nonce and provisioning from a real
   CAS over TLS, exec of the program. Peak memory is the child's peak RSS (kept across exec).
 - `podman run` of the image straight into the program (baseline) vs `podman run` of the image
-  through the launcher, against the same CAS.
+  through the launcher, against the same CAS; the four podman cases interleaved.
 - the measurement of the mounted image on the host in one process vs with the default worker
-  processes (one per CPU), and the files and bytes it reads.
+  processes (one per CPU), and the entries, files and bytes it reads.
 
     python3 bench/bench_launch.py [--runs 15]
 
@@ -46,7 +48,9 @@ from tests.image.support import (  # noqa: E402
     use_project_containers_conf,
 )
 
-IMAGE = ""  # set in main(): REGISTRY/bench/launch-hello:1, built locally (not pushed)
+# set in main(): REGISTRY/bench/launch-hello:1 (runtime base) and :full (build base), built
+# locally (not pushed)
+IMAGES: dict[str, str] = {}
 
 # Runs inside the container: each case as a child process, interleaved, N times; prints JSON.
 HARNESS = r"""
@@ -109,14 +113,14 @@ def start_cas(work: Path, env: dict[str, str]) -> tuple[str, str, subprocess.Pop
             time.sleep(0.1)
 
 
-def session(desc: dict[str, object]) -> dict[str, object]:
+def session(desc: dict[str, object], measurements: list[str]) -> dict[str, object]:
     env = {e["name"]: e["value"] for e in desc["local_env"]}  # type: ignore[attr-defined]
     env["API_USER"] = "me"
     return {
         "version": "0.3", "name": "bench", "security": {"attestation": {"mode": "debug"}},
         "services": [{"name": "hello", "image_name": "img", "command": desc["command"],
                       "pwd": desc["pwd"], "environment": env,
-                      "attestation": {"measurement": [desc["measurement"]]}}],
+                      "attestation": {"measurement": measurements}}],
         "secrets": [{"name": s["name"], "kind": s["kind"], "size": s["size"]}
                     for s in desc["secrets"]],  # type: ignore[attr-defined]
         "images": [{"name": "img"}],
@@ -132,14 +136,15 @@ def podman(*args: str) -> float:
     return time.perf_counter() - t0
 
 
-def host_measurement(plan_json: str) -> dict[str, float]:
-    """Files and bytes the measurement reads, and its time on the host (mounted image)."""
+def host_measurement(image: str, plan_json: str) -> dict[str, float]:
+    """Entries, files and bytes the measurement reads, and its time on the host (mounted
+    image), in one process and with the default workers."""
     from veil.image.measurement import mounted_image
     from veil.runtime import measure as m
 
     plan = m.MeasurementPlan.from_json(plan_json)
     out: dict[str, float] = {}
-    with mounted_image(IMAGE, "mounting the benchmark image") as root:
+    with mounted_image(image, "mounting the benchmark image") as root:
         entries = m.scan(root, plan)
         files = [e for e in entries if e.kind == "f"]
         out["entries"], out["files"] = len(entries), len(files)
@@ -156,6 +161,38 @@ def host_measurement(plan_json: str) -> dict[str, float]:
     return out
 
 
+def build(work: Path, env: dict[str, str], registry: str, base: str, tag: str) -> Path:
+    """Build the hello-user service on `base` as REGISTRY/bench/launch-hello:TAG; its context."""
+    src = work / f"src-{tag}"
+    manifest = hello_service(src, registry, base, name="launch-hello")
+    manifest.write_text(manifest.read_text().replace("/test/launch-hello:1",
+                                                     f"/bench/launch-hello:{tag}"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "veil", "apply", "-f", str(manifest), "--no-push"],
+        cwd=src, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"veil apply failed:\n{proc.stdout}{proc.stderr}")
+    return src / "target/launch-hello"
+
+
+def full_base(base: str) -> str:
+    """The build base under another name, without the label that names its runtime base: a
+    service built on it runs on the full build base, as every service did before."""
+    from veil.image.runtime import RUNTIME_LABEL
+    from veil.image.tools import run_tool
+
+    full = base.rsplit(":", 1)[0] + ":bookworm-full"
+    cid = run_tool(["buildah", "from", "--pull-never", "--quiet", base],
+                   what="copying the build base").stdout.decode().strip()
+    try:
+        run_tool(["buildah", "config", "--label", f"{RUNTIME_LABEL}-", cid], what="relabel")
+        run_tool(["buildah", "commit", "--quiet", "--rm", cid, full], what="commit")
+    except BaseException:
+        subprocess.run(["buildah", "rm", cid], capture_output=True, check=False)
+        raise
+    return full
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
@@ -170,29 +207,26 @@ def main() -> None:
     env.update({k: os.environ[k] for k in os.environ if k.startswith("CONTAINERS_")})
     cas_proc = None
     registry, reg_proc, reg_dir = _start_registry()
-    global IMAGE
-    IMAGE = f"{registry}/bench/launch-hello:1"
     try:
         from veil.image.base import create_python_base
 
         base = f"{registry}/veil/python:bookworm"
         cache = Path(os.environ.get("VEIL_TEST_CACHE", "/var/tmp/veil-test-cache"))
         create_python_base(base, cache=cache)
-        manifest = hello_service(work / "src", registry, base, name="launch-hello")
-        manifest.write_text(manifest.read_text().replace("/test/launch-hello:1",
-                                                         "/bench/launch-hello:1"))
-        proc = subprocess.run(
-            [sys.executable, "-m", "veil", "apply", "-f", str(manifest), "--no-push"],
-            cwd=work / "src", env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise SystemExit(f"veil apply failed:\n{proc.stdout}{proc.stderr}")
-        ctx = work / "src/target/launch-hello"
-        desc = json.loads((ctx / "description.json").read_text())
+        contexts = {"runtime base": build(work, env, registry, base, "1"),
+                    "full build base": build(work, env, registry, full_base(base), "full")}
+        IMAGES.update({"runtime base": f"{registry}/bench/launch-hello:1",
+                       "full build base": f"{registry}/bench/launch-hello:full"})
+        descs = {k: json.loads((c / "description.json").read_text())
+                 for k, c in contexts.items()}
         addr, key, cas_proc = start_cas(work, env)
-        (work / "session.json").write_text(json.dumps(session(desc)))
+        doc = session(descs["runtime base"], [d["measurement"] for d in descs.values()])
+        (work / "session.json").write_text(json.dumps(doc))
         veil("session", "create", "-f", str(work / "session.json"), "-n", "bench", "--cas", addr,
              "--cas-key", key, env=env)
-        run_bench(args.runs, addr, key, (ctx / "rootfs/etc/veil/measured.json").read_text())
+        plans = {k: (c / "rootfs/etc/veil/measured.json").read_text()
+                 for k, c in contexts.items()}
+        run_bench(args.runs, addr, key, plans)
     finally:
         if cas_proc is not None:
             os.kill(cas_proc.pid, signal.SIGTERM)
@@ -204,49 +238,63 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_bench(n: int, addr: str, key: str, plan_json: str) -> None:
-    cas_env = {"SCONE_CONFIG_ID": "bench/bench/hello", "SCONE_CAS_ADDR": addr,
-               "SCONE_CAS_KEY": key}
+def inside(image: str, n: int, cas_env: dict[str, str]) -> dict[str, dict[str, list[float]]]:
     proc = subprocess.run(
-        ["podman", "run", "--rm", "--init", "--entrypoint", "/usr/bin/python3", IMAGE, "-c",
+        ["podman", "run", "--rm", "--init", "--entrypoint", "/usr/bin/python3", image, "-c",
          HARNESS, str(n), json.dumps(cas_env)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"in-container harness failed:\n{proc.stderr[-3000:]}")
-    inside = json.loads(proc.stdout)
-    direct, attested = [], []
+    out: dict[str, dict[str, list[float]]] = json.loads(proc.stdout)
+    return out
+
+
+def run_bench(n: int, addr: str, key: str, plans: dict[str, str]) -> None:
+    cas_env = {"SCONE_CONFIG_ID": "bench/bench/hello", "SCONE_CAS_ADDR": addr,
+               "SCONE_CAS_KEY": key}
     cas_args = [a for k, v in cas_env.items() for a in ("-e", f"{k}={v}")]
-    podman("--entrypoint", "/usr/bin/python3", "-e", "API_USER=me", IMAGE, "print_env.py")
+    inner = {k: inside(image, n, cas_env) for k, image in IMAGES.items()}
+    times: dict[tuple[str, str], list[float]] = {}
+    for image in IMAGES.values():  # warm: the first start of an image reads its layers
+        podman("--entrypoint", "/usr/bin/python3", "-e", "API_USER=me", image, "print_env.py")
     for _ in range(n):
-        direct.append(podman("--entrypoint", "/usr/bin/python3", "-e", "API_USER=me",
-                             "-e", "API_PASSWORD=pw", IMAGE, "print_env.py"))
-        attested.append(podman(*cas_args, IMAGE))
-    host = host_measurement(plan_json)
+        for k, image in IMAGES.items():
+            times.setdefault((k, "direct"), []).append(podman(
+                "--entrypoint", "/usr/bin/python3", "-e", "API_USER=me", "-e", "API_PASSWORD=pw",
+                image, "print_env.py"))
+            times.setdefault((k, "attested"), []).append(podman(*cas_args, image))
+    host = {k: host_measurement(image, plans[k]) for k, image in IMAGES.items()}
 
     def med(xs: list[float]) -> float:
         return statistics.median(xs) * 1000
 
-    base = med(inside["program"]["times"])
     print(f"\nlaunch of the hello-user image, median of {n} interleaved runs; MiB = peak RSS; "
           "CPU ms = user + system time of the process, its threads and worker processes\n")
-    print(f"{'case':46} {'wall ms':>8} {'+ms':>8} {'ratio':>6} {'CPU ms':>8} {'MiB':>6}")
-    for label, name in (("in container: program directly (baseline)", "program"),
-                        ("in container: launcher, measurement only", "measure"),
-                        ("in container: launcher → CAS → exec program", "attested")):
-        t = med(inside[name]["times"])
-        cpu = med(inside[name]["cpu"])
-        rss = max(inside[name]["rss"]) / 1024
-        print(f"{label:46} {t:8.1f} {t - base:8.1f} {t / base:6.2f} {cpu:8.1f} {rss:6.1f}")
-    pd, pa = med(direct), med(attested)
-    print(f"{'podman run: straight into the program (base)':46} {pd:8.1f} {0.0:8.1f} "
-          f"{1.0:6.2f} {'-':>8} {'-':>6}")
-    print(f"{'podman run: through the launcher, attested':46} {pa:8.1f} {pa - pd:8.1f} "
-          f"{pa / pd:6.2f} {'-':>8} {'-':>6}")
-    print(f"\nmeasured: {int(host['entries'])} entries, {int(host['files'])} files, "
-          f"{host['bytes'] / 1e6:.1f} MB read")
-    one = host["in-process"]
-    for k in [k for k in host if k == "in-process" or k.endswith("workers")]:
-        print(f"host, mounted image, measured {k:12} {host[k] * 1000:8.1f} ms "
-              f"(ratio to in-process {host[k] / one:.2f})")
+    for k in IMAGES:
+        data = inner[k]
+        base = med(data["program"]["times"])
+        print(f"image on the {k}:")
+        print(f"  {'case':46} {'wall ms':>8} {'+ms':>8} {'ratio':>6} {'CPU ms':>8} {'MiB':>6}")
+        for label, name in (("in container: program directly (baseline)", "program"),
+                            ("in container: launcher, measurement only", "measure"),
+                            ("in container: launcher → CAS → exec program", "attested")):
+            t = med(data[name]["times"])
+            cpu = med(data[name]["cpu"])
+            rss = max(data[name]["rss"]) / 1024
+            print(f"  {label:46} {t:8.1f} {t - base:8.1f} {t / base:6.2f} {cpu:8.1f} "
+                  f"{rss:6.1f}")
+        pd, pa = med(times[(k, "direct")]), med(times[(k, "attested")])
+        print(f"  {'podman run: straight into the program (base)':46} {pd:8.1f} {0.0:8.1f} "
+              f"{1.0:6.2f} {'-':>8} {'-':>6}")
+        print(f"  {'podman run: through the launcher, attested':46} {pa:8.1f} {pa - pd:8.1f} "
+              f"{pa / pd:6.2f} {'-':>8} {'-':>6}")
+        h = host[k]
+        print(f"  measured: {int(h['entries'])} entries, {int(h['files'])} files, "
+              f"{h['bytes'] / 1e6:.1f} MB read")
+        one = h["in-process"]
+        for w in [w for w in h if w == "in-process" or w.endswith("workers")]:
+            print(f"  host, mounted image, measured {w:12} {h[w] * 1000:8.1f} ms "
+                  f"(ratio to in-process {h[w] / one:.2f})")
+        print()
 
 
 if __name__ == "__main__":
