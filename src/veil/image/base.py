@@ -19,7 +19,9 @@ documentation (the copyright files stay), manual pages, translations, the leap-s
 the time zones, caches and logs, and the bytecode of the build tools (pip, setuptools, wheel run
 from source at build time; the standard library keeps its bytecode, which every start uses).
 Everything left is measured in full; `RECIPE` names this, so a cached root filesystem made
-another way is not reused.
+another way is not reused. This is the build base (`run:` steps, the wrappers' pip); a Python
+base is pushed together with its runtime base (`REF-runtime`, `veil.image.runtime`), the same
+root filesystem with only what a running service uses, which services are built on.
 """
 
 from __future__ import annotations

@@ -1,13 +1,17 @@
 """The build context under `target/<name>/`: Containerfile, staged files, measurement plan.
 
 Everything the build adds is staged under `rootfs/` exactly where it will sit in the image.
-Layer order serves the cache: base → requirements → launcher → plan → application. With `run:`
-steps, sconectl's order: base → requirements → application → `run:` steps → launcher → plan
-(the steps see the copied files; an edit of the program re-runs them, see
-bench/bench_run_order.py). The plan (`/etc/veil/measured.json`) measures the whole root
-filesystem of the built image except the runtime paths and the service's injection-file
-targets; the builder measures the built image (`veil.image.measurement`), the launcher the
-running container's `/`, so whatever the steps write is measured too.
+Layer order serves the cache: base → requirements → launcher → plan → application; the base is
+the runtime base when the build base has one (`veil.image.runtime`). With `run:` steps, they run
+in sconectl's order in a build stage on the build base (base → requirements → application →
+`run:` steps: they see the copied files; an edit of the program re-runs them, see
+bench/bench_run_order.py), and the final image is runtime base → requirements → launcher → plan
+→ the program folder copied from the build stage. On a base without a runtime base the steps run
+in the one stage: base → requirements → application → `run:` steps → launcher → plan. The plan
+(`/etc/veil/measured.json`) measures the whole root filesystem of the built image except the
+runtime paths and the service's injection-file targets; the builder measures the built image
+(`veil.image.measurement`), the launcher the running container's `/`, so whatever the steps
+leave in the image is measured too.
 """
 
 from __future__ import annotations
