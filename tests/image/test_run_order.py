@@ -1,5 +1,6 @@
 """sconectl's `run:` after `copy:`: a step that moves a copied file builds, and the image's
-measurement is the one its launcher computes at start (the step's effect is measured)."""
+measurement is the one its launcher computes at start (the step's effect is measured). The steps
+run in a build stage on the build base; only the program folder carries over."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def test_run_step_sees_the_copied_files(registry: str, base_image: str, tmp_path
                                         capsys: pytest.CaptureFixture[str]) -> None:
     need("buildah", "podman")
     manifest = hello_service(tmp_path, registry, base_image, name="runorder",
-                             extra="  run:\n    - mv /python/print_env.py /python/hello.py\n")
+                             extra="  run:\n    - mv /python/print_env.py /python/hello.py"
+                             " && echo x > /python/made.txt && echo x > /etc/from-step\n")
     manifest.write_text(manifest.read_text().replace("command: python3 print_env.py",
                                                      "command: python3 hello.py"))
     monkeypatch.chdir(tmp_path)
@@ -35,9 +37,10 @@ def test_run_step_sees_the_copied_files(registry: str, base_image: str, tmp_path
     listing = subprocess.run(["podman", "run", "--rm", "--tls-verify=false", "--entrypoint",
                               "/usr/bin/python3", image, "-c",
                               "import os; print(*sorted(os.listdir('/python')), "
-                              "os.path.exists('/bin/sh'))"],
+                              "os.path.exists('/bin/sh'), os.path.exists('/etc/from-step'))"],
                              capture_output=True, text=True, timeout=120, check=False)
-    assert listing.stdout.split() == ["hello.py", "False"], listing.stderr
+    # the program folder as the steps left it carries over; what they wrote elsewhere does not
+    assert listing.stdout.split() == ["hello.py", "made.txt", "False", "False"], listing.stderr
     started = subprocess.run(["podman", "run", "--rm", "--init", "--tls-verify=false", image,
                               "--print-measurement"], capture_output=True, text=True,
                              timeout=120, check=False)

@@ -113,7 +113,13 @@ def resolve_runtime_base(base: BaseImage, progress: Progress) -> BaseImage | Non
     ref = runtime_ref(base.name) if base.labels.get(RUNTIME_LABEL) == RUNTIME_SUFFIX else None
     if ref is None:
         return None
-    runtime = resolve_base(ref, progress)
+    try:
+        runtime = resolve_base(ref, progress)
+    except OperationalError as err:
+        raise OperationalError(
+            f"the build base {base.name} names its runtime base {ref}, which cannot be read:\n"
+            f"{err.message}",
+            hint=f"`veil base create python --to {base.name}` pushes the two together") from None
     if runtime.labels.get(RUNTIME_OF_LABEL) != base.labels.get(RUNTIME_OF_LABEL):
         raise OperationalError(
             f"the runtime base {ref} was not made from the root filesystem of the build base "
