@@ -56,7 +56,7 @@ IMAGES: dict[str, str] = {}
 HARNESS = r"""
 import json, os, resource, subprocess, sys, time
 n, cas_env = int(sys.argv[1]), json.loads(sys.argv[2])
-launcher = ["/usr/bin/python3", "-I", "-B", "/opt/veil/launch.py"]
+launcher = ["/usr/bin/python3", "-I", "-S", "-B", "/opt/veil/launch.py"]
 cases = {
     "program": (["/usr/bin/python3", "print_env.py"],
                 {"PATH": "/usr/bin:/bin", "API_USER": "me", "API_PASSWORD": "pw"}),

@@ -117,7 +117,7 @@ def test_a_program_that_never_answers_on_its_port(doc: Any) -> None:
 
 def test_still_attesting_is_not_up(doc: Any) -> None:
     runner = FakeRunner(behaviours={"reg.example/api": Behaviour(
-        processes=("/usr/bin/python3 -I -B /opt/veil/launch.py",))})
+        processes=("/usr/bin/python3 -I -S -B /opt/veil/launch.py",))})
     result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3, grace=0), runner, apply=fake_apply())
     assert [s.state for s in result.services] == ["failed", "up"]
     assert result.services[0].attested is None
@@ -126,14 +126,14 @@ def test_still_attesting_is_not_up(doc: Any) -> None:
 def test_the_init_process_keeps_the_launchers_arguments_and_is_ignored(doc: Any) -> None:
     """podman's --init process 1 shows the container's first command (the launcher's) for
     its whole life: the program that replaced the launcher is what counts."""
-    init = "/run/podman-init -- /usr/bin/python3 -I -B /opt/veil/launch.py"
+    init = "/run/podman-init -- /usr/bin/python3 -I -S -B /opt/veil/launch.py"
     runner = FakeRunner(behaviours={"reg.example/api": Behaviour(
         processes=(init, "python3 app.py"))})
     result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3, grace=0), runner, apply=fake_apply())
     assert [s.state for s in result.services] == ["up", "up"]
     # control: with the launcher itself still running, not up
     runner = FakeRunner(behaviours={"reg.example/api": Behaviour(
-        processes=(init, "/usr/bin/python3 -I -B /opt/veil/launch.py"))})
+        processes=(init, "/usr/bin/python3 -I -S -B /opt/veil/launch.py"))})
     result = up(doc, UpOptions(cas="127.0.0.1:9", timeout=0.3, grace=0), runner, apply=fake_apply())
     assert [s.state for s in result.services] == ["failed", "up"]
 

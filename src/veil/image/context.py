@@ -39,7 +39,8 @@ LAUNCHER_DIR = "/opt/veil"
 RUNTIME_MODULES = (
     "__init__.py", "der.py", "files.py", "guard.py", "launcher.py", "measure.py", "tsm.py",
 )
-ENTRYPOINT = ["/usr/bin/python3", "-I", "-B", f"{LAUNCHER_DIR}/launch.py"]
+# -S: no `site` in the launcher (no .pth file, no sitecustomize runs before it measured)
+ENTRYPOINT = ["/usr/bin/python3", "-I", "-S", "-B", f"{LAUNCHER_DIR}/launch.py"]
 _SHIM = f'''\
 """Entrypoint of a Veil image: attest to CAS, then exec the provisioned program."""
 import sys
