@@ -326,3 +326,10 @@ def test_the_service_image_holds_no_shell_no_pip_no_package_database(
     proc = run("podman", "run", "--rm", "--tls-verify=false", "--entrypoint", "/bin/sh", image,
                "-c", "true")
     assert proc.returncode != 0
+    # the launcher's modules come from the bytecode in the image (its -B writes none)
+    proc = run("podman", "run", "--rm", "--tls-verify=false", "--entrypoint", "/usr/bin/python3",
+               image, "-I", "-S", "-B", "-v", "-c",
+               "import sys; sys.path.insert(0, '/opt/veil'); import veil.runtime.launcher")
+    for module in ("launcher", "measure", "guard"):
+        assert (f"code object from '/opt/veil/veil/runtime/__pycache__/{module}.cpython-"
+                in proc.stderr), proc.stderr[-3000:]

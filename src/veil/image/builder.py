@@ -270,7 +270,7 @@ def _build(
         ctx = stage_context(
             svc, source, tmp, base=base.pinned, site_packages=interp.site_packages,
             requirements_dir=req_dir, positions=positions, workdir=workdir,
-            runtime_base=runtime.pinned if runtime else None,
+            runtime_base=runtime.pinned if runtime else None, python_version=interp.version,
         )
         desc = ServiceDescription.from_genservice(svc).model_copy(update={
             "base_image": final.name, "base_digest": final.digest, **record,
