@@ -110,3 +110,36 @@ def test_wrapped_service_serves_only_after_attestation(
     finally:
         subprocess.run(["podman", "stop", "-t", "5", name], capture_output=True,
                        env=container_env(), check=False)
+
+
+KAFKA_CHECK = r"""
+import os, sys
+import confluent_kafka, veil_runner  # noqa: F401  the wrapper and its native client
+p = confluent_kafka.Producer({"bootstrap.servers": "127.0.0.1:9", "security.protocol": "ssl",
+                              "message.timeout.ms": 500})
+failed = []
+p.produce("t", b"x", on_delivery=lambda err, msg: failed.append(err is not None))
+p.flush(5)  # no broker there: librdkafka (TLS included) runs and reports the message failed
+print("failed", failed, "shell", os.path.exists("/bin/sh"))
+"""
+
+
+def test_kafka_wrapped_service_runs_its_native_client_on_the_runtime_base(
+    registry: str, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """confluent-kafka's manylinux wheel (librdkafka with its own OpenSSL) loads and runs in an
+    image with no shell and only the runtime's libraries."""
+    need("buildah", "podman")
+    repo = _repo(tmp_path, registry, base_image, "model:Classifier")
+    (repo / "service.yaml").write_text((repo / "service.yaml").read_text()
+                                       .replace("wrap: flask", "wrap: kafka")
+                                       .replace("wrapped-model", "wrapped-kafka"))
+    monkeypatch.chdir(repo)
+    assert main(["apply", "-f", "service.yaml", "--no-push"]) == 0, capsys.readouterr().err
+    proc = subprocess.run(
+        ["podman", "run", "--rm", "--network", "none", "--entrypoint", "/usr/bin/python3",
+         f"{registry}/test/wrapped-kafka:1", "-B", "-c", KAFKA_CHECK],
+        capture_output=True, text=True, env=container_env(), check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["failed", "[True]", "shell", "False"], proc.stdout
