@@ -373,6 +373,17 @@ def test_malformed_answers_are_refused(answer: bytes, msg: str) -> None:
         cas_answering(answer)._response()
 
 
+def test_header_lines_are_counted_not_their_names() -> None:
+    def answer(lines: list[bytes]) -> bytes:
+        return b"HTTP/1.1 204 No Content\r\n" + b"".join(lines) + b"\r\n"
+
+    hundred = [b"X-%d: y\r\n" % i for i in range(99)] + [b"Content-Length: 0\r\n"]
+    assert cas_answering(answer(hundred))._response()[0] == 204
+    for lines in ([*hundred, b"X-last: y\r\n"], [b"X-same: y\r\n"] * 101):
+        with pytest.raises(ValueError, match="more than 100 header lines"):
+            cas_answering(answer(lines))._response()
+
+
 def test_a_header_line_is_bounded_at_64_kib() -> None:
     line = b"X: " + b"y" * (launcher._MAX_LINE - 5) + b"\r\n"
     assert len(line) == 65536
@@ -457,6 +468,16 @@ def test_a_pinned_key_that_is_not_base64_is_refused(image_root: tuple[Path, str]
                                                      fake_cas: FakeCas, key: str) -> None:
     with pytest.raises(LaunchError, match="the pinned CAS key is not base64"):
         provision(env_for(fake_cas, key), str(image_root[0]))
+    assert fake_cas.requests == 0
+
+
+@pytest.mark.parametrize("data", ["ключ".encode(), b"\xff\xfe", b"AAAA\x00"])
+def test_a_baked_key_file_that_is_not_base64_text_is_refused(
+    image_root: tuple[Path, str], fake_cas: FakeCas, data: bytes
+) -> None:
+    (image_root[0] / "etc/veil/cas-key").write_bytes(data)
+    with pytest.raises(LaunchError, match="the pinned CAS key is not base64"):
+        provision(env_for(fake_cas, fake_cas.key_b64), str(image_root[0]))
     assert fake_cas.requests == 0
 
 

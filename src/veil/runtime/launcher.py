@@ -63,6 +63,7 @@ BASE_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
 }
 _MAX_LINE = 65536
+_MAX_HEADERS = 100  # header lines of one answer
 # VEIL_PLATFORM: `auto` uses configfs-tsm when the machine has it, else simulation
 PLATFORMS = ("auto", "simulation", "sev-snp", "tdx")
 # CAS may still be starting (a pod and its CAS, `veil up`): a refused or reset connection is
@@ -113,8 +114,10 @@ def _pinned_key(environ: Mapping[str, str], root: str) -> bytes:
     path = os.path.join(root, CAS_KEY_PATH.lstrip("/"))
     text = None
     if os.path.exists(path):
-        with open(path, encoding="ascii") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
+        # latin-1 never fails; a byte outside base64 is refused below like any other
+        text = data.decode("latin-1")
     else:
         text = environ.get("SCONE_CAS_KEY")
     if not text or not text.strip():
@@ -201,9 +204,11 @@ class _Cas:
             raise ValueError(f"not an HTTP answer: {version[:40]!r}")
         status = int(rest.split(" ", 1)[0])
         headers: dict[str, str] = {}
+        lines = 0
         while (line := self._line()) not in (b"\r\n", b"\n"):
-            if len(headers) > 100:
-                raise ValueError("more than 100 header lines")
+            lines += 1
+            if lines > _MAX_HEADERS:
+                raise ValueError(f"more than {_MAX_HEADERS} header lines")
             name, sep, value = line.decode("latin-1").partition(":")
             if sep:
                 headers[name.strip().lower()] = value.strip()
