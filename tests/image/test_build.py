@@ -189,6 +189,47 @@ def test_base_image_that_cannot_be_pulled(registry: str, tmp_path: Path,
     assert not (tmp_path / "target").exists()
 
 
+def test_a_build_base_without_its_own_runtime_base_is_refused(
+    registry: str, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A build base copied without its runtime base, then given a runtime base made from another
+    root filesystem (a relabelled copy): each build stops before anything is written, naming the
+    two images and how to make them again."""
+    need("buildah", "skopeo")
+    from veil.image.runtime import RUNTIME_OF_LABEL
+
+    orphan = f"{registry}/test/orphan-base:1"
+    proc = run("skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+               f"docker://{base_image}", f"docker://{orphan}")
+    assert proc.returncode == 0, proc.stderr
+    manifest = hello_service(tmp_path, registry, orphan, name="orphan")
+    monkeypatch.chdir(tmp_path)
+    rc, out = veil(capsys, "apply", "-f", str(manifest))
+    assert rc == 1, out
+    assert f"the build base {orphan} names its runtime base {orphan}-runtime" in out, out
+    assert f"veil base create python --to {orphan}" in out, out
+    assert not (tmp_path / "target").exists()
+
+    ctr = run("buildah", "from", "--tls-verify=false", f"{base_image}-runtime").stdout.strip()
+    assert ctr
+    try:
+        assert run("buildah", "config", "--label", f"{RUNTIME_OF_LABEL}=sha256:{'0' * 64}",
+                   ctr).returncode == 0
+        proc = run("buildah", "commit", "-q", ctr, f"{orphan}-runtime")
+        assert proc.returncode == 0, proc.stderr
+        proc = run("buildah", "push", "--tls-verify=false", f"{orphan}-runtime")
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        run("buildah", "rm", ctr)
+        run("buildah", "rmi", f"{orphan}-runtime")
+    rc, out = veil(capsys, "apply", "-f", str(manifest))
+    assert rc == 1, out
+    assert (f"the runtime base {orphan}-runtime was not made from the root filesystem of the "
+            f"build base {orphan}") in out, out
+    assert not (tmp_path / "target").exists()
+
+
 def test_signature_verifies_and_fails_on_other_key_or_changed_image(
     registry: str, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
